@@ -473,6 +473,8 @@ sub request {
         push @pieces, "$head\r\n";
     }
 
+    local $SIG{PIPE} = 'IGNORE';
+
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Proto => 'tcp', Timeout => 5)
         or die "cannot connect to 127.0.0.1:$port: $!\n";
