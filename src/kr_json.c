@@ -453,8 +453,12 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
     kr_json_scan_t        sc;
     const unsigned char  *p, *k, *end;
 
-    if (it->type != '{' || it->state == 2) {
-        return it->state == 2 ? 0 : -1;
+    if (it->type != '{') {
+        return -1;
+    }
+
+    if (it->state == 2) {
+        return 0;
     }
 
     end = it->end;
@@ -524,8 +528,12 @@ kr_json_array_next(kr_json_iter_t *it, kr_str_t *value)
     kr_json_scan_t        sc;
     const unsigned char  *p, *v, *end;
 
-    if (it->type != '[' || it->state == 2) {
-        return it->state == 2 ? 0 : -1;
+    if (it->type != '[') {
+        return -1;
+    }
+
+    if (it->state == 2) {
+        return 0;
     }
 
     end = it->end;
