@@ -39,6 +39,7 @@ sub repo_root { $ROOT }
 
 
 sub module_path {
+    return $ENV{TEST_KROUTE_MODULE} if $ENV{TEST_KROUTE_MODULE};
     return File::Spec->catfile($ROOT, 'build', 'ngx_http_kroute_module.so');
 }
 
@@ -229,13 +230,16 @@ sub nginx_test_output {
 }
 
 
-# nginx_ok($http_conf, $name, %opt): the configuration passes nginx -t
+# nginx_ok($http_conf, $name, %opt): the configuration passes nginx -t;
+# %opt: files => { name => content } written into the test dir first,
+# vars => { NAME => value } more placeholders, main => main context lines
 
 sub nginx_ok {
     my ($http, $name, %opt) = @_;
     my $t = Kroute::Test->new(%opt);
     $t->set(%{ $opt{vars} || {} });
     $t->set(MOCK_PORT => free_port()) unless $t->{vars}{MOCK_PORT};
+    $t->write_file($_, $opt{files}{$_}) for keys %{ $opt{files} || {} };
     $t->write_config($http, %opt);
     my ($rc, $out) = $t->nginx_test_output;
     ok($rc == 0, $name || 'nginx -t passes') or diag($out);
@@ -251,6 +255,7 @@ sub nginx_t_fails {
     my $t = Kroute::Test->new(%opt);
     $t->set(%{ $opt{vars} || {} });
     $t->set(MOCK_PORT => free_port()) unless $t->{vars}{MOCK_PORT};
+    $t->write_file($_, $opt{files}{$_}) for keys %{ $opt{files} || {} };
     $t->write_config($http, %opt);
     my ($rc, $out) = $t->nginx_test_output;
     ok($rc != 0 && $out =~ $re, $name || "nginx -t fails with $re")
