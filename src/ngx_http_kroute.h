@@ -1,0 +1,243 @@
+
+/*
+ * Copyright (C) kroute authors
+ */
+
+/*
+ * Shared declarations of kroute's nginx-facing parts: the configuration
+ * (providers, model catalog, per-location settings), the per-request
+ * context that carries a request from body reading through routing to
+ * response metering, and the shared memory zone of counters.
+ */
+
+
+#ifndef _NGX_HTTP_KROUTE_H_INCLUDED_
+#define _NGX_HTTP_KROUTE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <zlib.h>
+
+#include "kr_json.h"
+#include "kr_request.h"
+#include "kr_sse.h"
+#include "kr_usage.h"
+#include "kr_price.h"
+#include "kr_classify.h"
+
+
+#define NGX_HTTP_KROUTE_FORMAT_OPENAI     0
+#define NGX_HTTP_KROUTE_FORMAT_ANTHROPIC  1
+
+#define NGX_HTTP_KROUTE_INVALID_REJECT    0
+#define NGX_HTTP_KROUTE_INVALID_PASS      1
+
+#define NGX_HTTP_KROUTE_USAGE_NONE        0
+#define NGX_HTTP_KROUTE_USAGE_PROVIDER    1
+#define NGX_HTTP_KROUTE_USAGE_ESTIMATE    2
+
+/* attribution dimensions of a counter series */
+#define NGX_HTTP_KROUTE_DIM_FEATURE       0
+#define NGX_HTTP_KROUTE_DIM_TASK          1
+#define NGX_HTTP_KROUTE_DIM_MODEL         2
+#define NGX_HTTP_KROUTE_DIM_PROVIDER      3
+#define NGX_HTTP_KROUTE_DIM_COHORT        4
+#define NGX_HTTP_KROUTE_DIM_AGENT         5
+#define NGX_HTTP_KROUTE_DIM_STATUS        6
+#define NGX_HTTP_KROUTE_NDIMS             7
+
+#define NGX_HTTP_KROUTE_DIM_MAX           64
+
+/* latency and time-to-first-token histogram bounds, milliseconds */
+#define NGX_HTTP_KROUTE_NBUCKETS          12
+
+#define NGX_HTTP_KROUTE_EVENT_BUF         (64 * 1024)
+
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_str_t                      url;
+    ngx_str_t                      authorization;
+    ngx_str_t                      key;
+    ngx_uint_t                     format;
+    ngx_uint_t                     index;
+} ngx_http_kroute_provider_t;
+
+
+typedef struct {
+    ngx_str_t                      name;
+    ngx_http_kroute_provider_t    *provider;
+    kr_price_t                     price;
+    ngx_int_t                      quality[KR_TASK_N];
+    ngx_array_t                   *aliases;          /* of ngx_str_t */
+    ngx_uint_t                     output_tokens;
+    ngx_uint_t                     index;
+} ngx_http_kroute_model_t;
+
+
+typedef struct {
+    ngx_array_t                    providers;
+    ngx_array_t                    models;
+    ngx_shm_zone_t                *shm_zone;
+    const kr_classifier_t         *classifier;
+} ngx_http_kroute_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                     enable;
+    ngx_uint_t                     format;
+    ngx_str_t                      route_alias;
+    ngx_http_complex_value_t      *quality_bar;
+    ngx_http_complex_value_t      *feature;
+    ngx_http_complex_value_t      *user;
+    ngx_http_complex_value_t      *cohort;
+    ngx_http_complex_value_t      *agent;
+    ngx_str_t                      fallback_name;
+    ngx_http_kroute_model_t       *fallback;
+    size_t                         body_max_size;
+    size_t                         response_buffer_size;
+    ngx_uint_t                     invalid_body;
+    ngx_flag_t                     headers;
+} ngx_http_kroute_loc_conf_t;
+
+
+typedef struct {
+    uint64_t                       requests;
+    uint64_t                       errors;
+    uint64_t                       input;
+    uint64_t                       output;
+    uint64_t                       cached;
+    uint64_t                       cache_write;
+    uint64_t                       reasoning;
+    uint64_t                       cost_pusd;
+    uint64_t                       estimated;
+    uint64_t                       unparsed;
+    uint64_t                       latency_ms;
+    uint64_t                       latency_count;
+    uint64_t                       ttft_ms;
+    uint64_t                       ttft_count;
+    uint64_t                       latency_bucket[NGX_HTTP_KROUTE_NBUCKETS];
+    uint64_t                       ttft_bucket[NGX_HTTP_KROUTE_NBUCKETS];
+} ngx_http_kroute_counters_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t              node;
+    ngx_queue_t                    queue;
+    ngx_http_kroute_counters_t     total;
+    u_short                        keylen;
+    u_char                         data[1];     /* dims joined by 0x1f */
+} ngx_http_kroute_series_t;
+
+
+typedef struct {
+    ngx_rbtree_t                   rbtree;
+    ngx_rbtree_node_t              sentinel;
+    ngx_queue_t                    queue;
+    ngx_uint_t                     nseries;
+    uint64_t                       drops;
+    ngx_msec_t                     drop_logged;
+} ngx_http_kroute_shctx_t;
+
+
+typedef struct {
+    ngx_http_kroute_shctx_t       *sh;
+    ngx_slab_pool_t               *shpool;
+} ngx_http_kroute_shm_t;
+
+
+typedef struct {
+    kr_request_t                   req;
+    kr_usage_t                     usage;
+
+    ngx_http_kroute_model_t       *model;
+    ngx_http_kroute_provider_t    *provider;
+    ngx_uint_t                     task;
+    ngx_str_t                      model_requested;
+    ngx_str_t                      upstream;
+    ngx_str_t                      route_reason;
+    const char                    *error_code;
+    ngx_str_t                      dims[NGX_HTTP_KROUTE_NDIMS];
+    ngx_str_t                      user;
+    u_char                         request_id[32];
+
+    ngx_int_t                      status;
+    ngx_uint_t                     format;
+    ngx_uint_t                     usage_source;
+    uint64_t                       est_input;
+    uint64_t                       est_output_bytes;
+    uint64_t                       cost_pusd;
+
+    ngx_msec_t                     start;
+    ngx_msec_t                     first_byte;
+    ngx_msec_t                     last_byte;
+
+    /* response metering */
+    kr_sse_t                       sse;
+    u_char                        *body;             /* JSON response */
+    size_t                         body_len;
+    size_t                         body_size;
+    off_t                          stream_off;
+    off_t                          emitted_off;
+    off_t                          safe_off;
+    off_t                          drop_start;
+    off_t                          drop_end;
+    ngx_buf_t                     *hold;
+    ngx_chain_t                   *free;
+    ngx_chain_t                   *busy;
+    z_stream                      *zstream;
+    u_char                        *zbuf;
+
+    unsigned                       done:1;
+    unsigned                       routed:1;
+    unsigned                       unparsed:1;
+    unsigned                       injected:1;
+    unsigned                       sse_response:1;
+    unsigned                       metering:1;
+    unsigned                       gzip:1;
+    unsigned                       zerror:1;
+    unsigned                       overflow:1;
+    unsigned                       own_reply:1;
+    unsigned                       finalized:1;
+} ngx_http_kroute_ctx_t;
+
+
+extern ngx_module_t  ngx_http_kroute_module;
+
+
+/* catalog: kroute_provider and kroute_model directives */
+char *ngx_http_kroute_provider(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_kroute_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_http_kroute_model_t *ngx_http_kroute_find_model(
+    ngx_http_kroute_main_conf_t *kmcf, u_char *name, size_t len);
+
+/* request phase: body, classification, routing, rewrite */
+ngx_int_t ngx_http_kroute_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_kroute_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, ngx_str_t *message);
+
+/* response metering */
+ngx_int_t ngx_http_kroute_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_kroute_log_handler(ngx_http_request_t *r);
+void ngx_http_kroute_finalize(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx);
+
+/* shared memory zone */
+char *ngx_http_kroute_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_kroute_shm_account(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx);
+extern ngx_msec_t  ngx_http_kroute_buckets[NGX_HTTP_KROUTE_NBUCKETS];
+
+/* Prometheus endpoint */
+char *ngx_http_kroute_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* variables */
+ngx_int_t ngx_http_kroute_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_KROUTE_H_INCLUDED_ */

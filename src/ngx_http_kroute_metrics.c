@@ -1,0 +1,339 @@
+
+/*
+ * Copyright (C) kroute authors
+ */
+
+/*
+ * The kroute_metrics content handler: prints the shared zone's counters
+ * in the Prometheus text exposition format.  The zone is copied under
+ * its mutex and formatted outside it, so a scrape holds workers up only
+ * for a memcpy.  Labels are the attribution dimensions; user ids never
+ * become labels.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_kroute.h"
+
+
+#define NGX_HTTP_KROUTE_LABEL_MAX                                            \
+    (NGX_HTTP_KROUTE_NDIMS * (2 * NGX_HTTP_KROUTE_DIM_MAX + 16) + 64)
+
+/* lines printed per series: counters, tokens, two histograms */
+#define NGX_HTTP_KROUTE_SERIES_LINES                                         \
+    (10 + 2 * (NGX_HTTP_KROUTE_NBUCKETS + 3))
+
+
+typedef struct {
+    ngx_http_kroute_counters_t     c;
+    u_char                        *labels;
+    size_t                         labels_len;
+} ngx_http_kroute_snapshot_t;
+
+
+static ngx_int_t ngx_http_kroute_metrics_handler(ngx_http_request_t *r);
+static u_char *ngx_http_kroute_labels(u_char *p, u_char *key, size_t len);
+static u_char *ngx_http_kroute_seconds(u_char *p, uint64_t ms);
+static u_char *ngx_http_kroute_histogram(u_char *p, const char *name,
+    ngx_http_kroute_snapshot_t *s, ngx_uint_t n, ngx_uint_t ttft);
+
+
+static const char  *ngx_http_kroute_dim_names[NGX_HTTP_KROUTE_NDIMS] = {
+    "feature", "task", "model", "provider", "cohort", "agent", "status"
+};
+
+
+char *
+ngx_http_kroute_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_kroute_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                       *p, *lp;
+    size_t                        size;
+    uint64_t                      drops;
+    ngx_int_t                     rc;
+    ngx_buf_t                    *b;
+    ngx_uint_t                    i, n, nseries;
+    ngx_chain_t                   out;
+    ngx_queue_t                  *q;
+    ngx_http_kroute_shm_t        *shm;
+    ngx_http_kroute_series_t     *s;
+    ngx_http_kroute_snapshot_t   *snap;
+    ngx_http_kroute_main_conf_t  *kmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    kmcf = ngx_http_get_module_main_conf(r, ngx_http_kroute_module);
+
+    n = 0;
+    drops = 0;
+    nseries = 0;
+    snap = NULL;
+
+    if (kmcf->shm_zone) {
+        shm = kmcf->shm_zone->data;
+
+        ngx_shmtx_lock(&shm->shpool->mutex);
+
+        nseries = shm->sh->nseries;
+        drops = shm->sh->drops;
+
+        snap = ngx_palloc(r->pool, (nseries + 1)
+                                   * sizeof(ngx_http_kroute_snapshot_t));
+        lp = ngx_pnalloc(r->pool, (nseries + 1) * NGX_HTTP_KROUTE_LABEL_MAX);
+
+        if (snap == NULL || lp == NULL) {
+            ngx_shmtx_unlock(&shm->shpool->mutex);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        for (q = ngx_queue_head(&shm->sh->queue);
+             q != ngx_queue_sentinel(&shm->sh->queue) && n < nseries;
+             q = ngx_queue_next(q))
+        {
+            s = ngx_queue_data(q, ngx_http_kroute_series_t, queue);
+
+            snap[n].c = s->total;
+            snap[n].labels = lp;
+            lp = ngx_http_kroute_labels(lp, s->data, s->keylen);
+            snap[n].labels_len = lp - snap[n].labels;
+            n++;
+        }
+
+        ngx_shmtx_unlock(&shm->shpool->mutex);
+    }
+
+    size = 4096 + n * NGX_HTTP_KROUTE_SERIES_LINES
+                    * (NGX_HTTP_KROUTE_LABEL_MAX + 128);
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->last;
+
+    p = ngx_cpymem(p, "# HELP kroute_requests_total Chat-completion "
+                   "requests metered by kroute.\n"
+                   "# TYPE kroute_requests_total counter\n",
+                   sizeof("# HELP kroute_requests_total Chat-completion "
+                          "requests metered by kroute.\n"
+                          "# TYPE kroute_requests_total counter\n") - 1);
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_requests_total{%*s} %uL\n",
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.requests);
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_errors_total Requests answered with "
+                    "an error by the provider or by kroute.\n"
+                    "# TYPE kroute_errors_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_errors_total{%*s} %uL\n",
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.errors);
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_tokens_total Tokens as the provider "
+                    "reports them (input and output totals; cached, "
+                    "cache_write and reasoning are parts of them).\n"
+                    "# TYPE kroute_tokens_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p,
+                        "kroute_tokens_total{%*s,type=\"input\"} %uL\n"
+                        "kroute_tokens_total{%*s,type=\"output\"} %uL\n"
+                        "kroute_tokens_total{%*s,type=\"cached\"} %uL\n"
+                        "kroute_tokens_total{%*s,type=\"cache_write\"} %uL\n"
+                        "kroute_tokens_total{%*s,type=\"reasoning\"} %uL\n",
+                        snap[i].labels_len, snap[i].labels, snap[i].c.input,
+                        snap[i].labels_len, snap[i].labels, snap[i].c.output,
+                        snap[i].labels_len, snap[i].labels, snap[i].c.cached,
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.cache_write,
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.reasoning);
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_cost_usd_total Cost at catalog "
+                    "prices, in US dollars.\n"
+                    "# TYPE kroute_cost_usd_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_cost_usd_total{%*s} %uL.%012uL\n",
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.cost_pusd / 1000000000000ULL,
+                        snap[i].c.cost_pusd % 1000000000000ULL);
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_usage_estimated_total Requests "
+                    "whose provider sent no usage, counted from an "
+                    "estimate.\n"
+                    "# TYPE kroute_usage_estimated_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_usage_estimated_total{%*s} %uL\n",
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.estimated);
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_requests_unparsed_total Requests "
+                    "passed through without a readable body.\n"
+                    "# TYPE kroute_requests_unparsed_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_requests_unparsed_total{%*s} %uL\n",
+                        snap[i].labels_len, snap[i].labels,
+                        snap[i].c.unparsed);
+    }
+
+    p = ngx_http_kroute_histogram(p, "kroute_request_duration_seconds",
+                                  snap, n, 0);
+    p = ngx_http_kroute_histogram(p, "kroute_time_to_first_token_seconds",
+                                  snap, n, 1);
+
+    p = ngx_sprintf(p, "# HELP kroute_zone_series Counter series held in "
+                    "the shared zone.\n"
+                    "# TYPE kroute_zone_series gauge\n"
+                    "kroute_zone_series %ui\n"
+                    "# HELP kroute_zone_dropped_total Requests not counted "
+                    "because the shared zone was full.\n"
+                    "# TYPE kroute_zone_dropped_total counter\n"
+                    "kroute_zone_dropped_total %uL\n",
+                    nseries, drops);
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static u_char *
+ngx_http_kroute_labels(u_char *p, u_char *key, size_t len)
+{
+    u_char      *last;
+    ngx_uint_t   i;
+
+    last = key + len;
+
+    for (i = 0; i < NGX_HTTP_KROUTE_NDIMS; i++) {
+
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "%s=\"", ngx_http_kroute_dim_names[i]);
+
+        while (key < last && *key != 0x1f) {
+            if (*key == '\\' || *key == '"') {
+                *p++ = '\\';
+            }
+
+            *p++ = *key++;
+        }
+
+        *p++ = '"';
+
+        if (key < last) {
+            key++;
+        }
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_kroute_seconds(u_char *p, uint64_t ms)
+{
+    return ngx_sprintf(p, "%uL.%03uL", ms / 1000, ms % 1000);
+}
+
+
+static u_char *
+ngx_http_kroute_histogram(u_char *p, const char *name,
+    ngx_http_kroute_snapshot_t *s, ngx_uint_t n, ngx_uint_t ttft)
+{
+    uint64_t    *bucket, count, sum;
+    ngx_uint_t   i, j;
+
+    p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s histogram\n", name,
+                    ttft ? "Time from sending the request upstream to the "
+                           "first response byte."
+                         : "Time from sending the request upstream to the "
+                           "last response byte.",
+                    name);
+
+    for (i = 0; i < n; i++) {
+
+        if (ttft) {
+            bucket = s[i].c.ttft_bucket;
+            count = s[i].c.ttft_count;
+            sum = s[i].c.ttft_ms;
+
+        } else {
+            bucket = s[i].c.latency_bucket;
+            count = s[i].c.latency_count;
+            sum = s[i].c.latency_ms;
+        }
+
+        for (j = 0; j < NGX_HTTP_KROUTE_NBUCKETS; j++) {
+            p = ngx_sprintf(p, "%s_bucket{%*s,le=\"", name,
+                            s[i].labels_len, s[i].labels);
+            p = ngx_http_kroute_seconds(p, ngx_http_kroute_buckets[j]);
+            p = ngx_sprintf(p, "\"} %uL\n", bucket[j]);
+        }
+
+        p = ngx_sprintf(p, "%s_bucket{%*s,le=\"+Inf\"} %uL\n", name,
+                        s[i].labels_len, s[i].labels, count);
+
+        p = ngx_sprintf(p, "%s_sum{%*s} ", name, s[i].labels_len,
+                        s[i].labels);
+        p = ngx_http_kroute_seconds(p, sum);
+
+        p = ngx_sprintf(p, "\n%s_count{%*s} %uL\n", name,
+                        s[i].labels_len, s[i].labels, count);
+    }
+
+    return p;
+}
