@@ -227,8 +227,10 @@ kr_sse_feed(kr_sse_t *s, const unsigned char *p, size_t len,
             /* fall through */
 
         case KR_SSE_VALUE:
-            for (q = p; q < end && *q != '\r' && *q != '\n'; q++) {
-                /* void */
+            for (q = p; q < end; q++) {
+                if (*q <= '\r' && (*q == '\r' || *q == '\n')) {
+                    break;
+                }
             }
 
             n = (size_t) (q - p);
