@@ -122,7 +122,8 @@ kr_agg_text_table(FILE *f, const kr_agg_table_t *t)
             }
 
             if (t->cols[j].type == KR_AGG_C_STR) {
-                fprintf(f, " %-*s", (int) width[j], buf);
+                fprintf(f, " %-*s", j + 1 < t->ncols ? (int) width[j] : 0,
+                        buf);
 
             } else {
                 fprintf(f, " %*s", (int) width[j], buf);
@@ -372,7 +373,7 @@ kr_agg_output_csv(FILE *f, const kr_agg_report_t *rep, const char *only)
             fputc(',', f);
             kr_agg_csv_field(f, buf);
         }
-        fputs("\r\n", f);
+        fputs("\n", f);
 
         for (r = 0; r < t->nrows; r++) {
             fputs(t->name, f);
@@ -383,7 +384,7 @@ kr_agg_output_csv(FILE *f, const kr_agg_report_t *rep, const char *only)
                 kr_agg_csv_field(f, buf);
             }
 
-            fputs("\r\n", f);
+            fputs("\n", f);
         }
     }
 

@@ -40,8 +40,8 @@ sub start {
         open STDERR, '>&', \*STDOUT or die;
         exec 'redis-server', '--port', $port, '--bind', '127.0.0.1',
             '--save', '', '--appendonly', 'no', '--daemonize', 'no',
-            '--dir', $dir;
-        exit 127;
+            '--dir', $dir
+            or POSIX::_exit(127);
     }
 
     my $self = bless { port => $port, pid => $pid, dir => $dir,
@@ -183,8 +183,7 @@ sub agg {
     if ($pid == 0) {
         open STDOUT, '>', "$dir/out" or die;
         open STDERR, '>', "$dir/err" or die;
-        exec @cmd;
-        exit 127;
+        exec { $cmd[0] } @cmd or POSIX::_exit(127);
     }
 
     waitpid($pid, 0);
