@@ -1,0 +1,1140 @@
+
+/*
+ * Copyright (C) kroute authors
+ */
+
+
+/*
+ * Task-type classifier inference.  The request is turned into hashed
+ * features in separate namespaces: words and word pairs of the whole
+ * (clipped) user message, of its first and last sentences, of the system
+ * prompt, character trigrams of the instruction sentences, cue words and
+ * structural buckets.  Each namespace is normalised on its own, so that
+ * a long pasted text cannot drown out a short instruction.  A linear
+ * model with int8 weights scores the task types.
+ */
+
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kr_classify.h"
+
+
+/* namespaces */
+#define KR_NS_BODY        0
+#define KR_NS_BODY2       1
+#define KR_NS_HEAD        2
+#define KR_NS_HEAD2       3
+#define KR_NS_TAIL        4
+#define KR_NS_TAIL2       5
+#define KR_NS_CHAR        6
+#define KR_NS_SYS         7
+#define KR_NS_CUE         8
+#define KR_NS_STRUCT      9
+
+/* bytes of the first and last sentences read as the instruction */
+#define KR_CLS_INSTR_MAX  240
+
+#define KR_CLS_HDR_SIZE   56
+#define KR_CLS_FNV_BASIS  2166136261u
+#define KR_CLS_FNV_PRIME  16777619u
+
+
+struct kr_classifier_s {
+    kr_classifier_image_t   img;
+    unsigned char          *owned;
+};
+
+
+typedef struct {
+    uint32_t               *ids;
+    size_t                  n;
+    size_t                  max;
+    unsigned                shift;
+    uint32_t                count[KR_CLASSIFY_NS_N];
+} kr_cls_feat_t;
+
+
+typedef struct {
+    size_t                  bytes;
+    size_t                  code;
+    size_t                  digits;
+    size_t                  math;
+    size_t                  lines;
+    size_t                  cjk;
+    unsigned                fence;
+} kr_cls_stats_t;
+
+
+static uint32_t kr_cls_mix(uint32_t h);
+static void kr_cls_tables(void);
+static void kr_cls_emit(kr_cls_feat_t *f, unsigned ns, uint32_t h);
+static uint32_t kr_cls_str_hash(const char *s);
+static size_t kr_cls_decode(const unsigned char *p, const unsigned char *end,
+    uint32_t *cp);
+static int kr_cls_is_cjk(uint32_t c);
+static int kr_cls_is_sep(uint32_t c);
+static void kr_cls_words(kr_cls_feat_t *f, const unsigned char *p,
+    const unsigned char *end, unsigned ns1, unsigned ns2,
+    kr_cls_stats_t *st, uint32_t *first, uint32_t *last);
+static void kr_cls_chars(kr_cls_feat_t *f, const unsigned char *p,
+    const unsigned char *end);
+static int kr_cls_sentence_end(const unsigned char *p,
+    const unsigned char *end, uint32_t c, size_t len);
+static const unsigned char *kr_cls_head(const unsigned char *p,
+    const unsigned char *end);
+static const unsigned char *kr_cls_tail(const unsigned char *p,
+    const unsigned char *end);
+static const unsigned char *kr_cls_boundary(const unsigned char *p,
+    const unsigned char *start, const unsigned char *end);
+static unsigned kr_cls_log2(size_t v);
+static void kr_cls_struct(kr_cls_feat_t *f, const char *name, unsigned v);
+static uint32_t kr_cls_get32(const unsigned char *p);
+static void kr_cls_put32(unsigned char *p, uint32_t v);
+static uint32_t kr_cls_fnv(const unsigned char *p, size_t len);
+
+
+static const char  *kr_task_names[KR_TASK_N] = {
+    "classification",
+    "extraction",
+    "summarization",
+    "rewrite",
+    "generation",
+    "qa",
+    "code",
+    "reasoning"
+};
+
+
+/* hash seeds: the system prompt shares the instruction buckets */
+static const uint32_t  kr_cls_seed[KR_CLASSIFY_NS_N] = {
+    0x1b873593, 0x85ebca6b, 0xc2b2ae35, 0xc2b2ae35, 0x27d4eb2f,
+    0x27d4eb2f, 0x165667b1, 0xc2b2ae35, 0x9e3779b1, 0x7feb352d
+};
+
+
+/* weight of a namespace, spread over its occurrences */
+static const float  kr_cls_ns_weight[KR_CLASSIFY_NS_N] = {
+    1.0f, 0.5f, 1.0f, 0.7f, 1.0f, 0.7f, 1.0f, 0.7f, 1.0f, 1.0f
+};
+
+
+/* ASCII character classes and folding, filled on first use */
+#define KR_CLS_WORD       0x01
+#define KR_CLS_DIGIT      0x02
+#define KR_CLS_CODE       0x04
+#define KR_CLS_MATH       0x08
+#define KR_CLS_STAT       0x10
+
+static unsigned char    kr_cls_ascii[128];
+static unsigned char    kr_cls_fold[128];
+static int              kr_cls_tables_ready;
+
+static kr_classifier_t  kr_cls_default;
+static int              kr_cls_default_state;
+
+
+const char *
+kr_task_name(int task)
+{
+    if (task < 0 || task >= KR_TASK_N) {
+        return "unknown";
+    }
+
+    return kr_task_names[task];
+}
+
+
+int
+kr_task_index(const char *name, size_t len)
+{
+    int  i;
+
+    for (i = 0; i < KR_TASK_N; i++) {
+        if (strlen(kr_task_names[i]) == len
+            && memcmp(kr_task_names[i], name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static uint32_t
+kr_cls_mix(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+
+    return h;
+}
+
+
+static void
+kr_cls_tables(void)
+{
+    unsigned  c;
+
+    for (c = 0; c < 128; c++) {
+        kr_cls_fold[c] = (unsigned char) c;
+
+        if ((c >= 'a' && c <= 'z') || c == '_') {
+            kr_cls_ascii[c] = KR_CLS_WORD;
+
+        } else if (c >= 'A' && c <= 'Z') {
+            kr_cls_ascii[c] = KR_CLS_WORD;
+            kr_cls_fold[c] = (unsigned char) (c | 0x20);
+
+        } else if (c >= '0' && c <= '9') {
+            kr_cls_ascii[c] = KR_CLS_WORD | KR_CLS_DIGIT | KR_CLS_STAT;
+            kr_cls_fold[c] = '0';
+        }
+
+        if (c && strchr("{}[]();<>_#\\|&$", (int) c)) {
+            kr_cls_ascii[c] |= KR_CLS_CODE | KR_CLS_STAT;
+        }
+
+        if (c && strchr("+-*/=^%", (int) c)) {
+            kr_cls_ascii[c] |= KR_CLS_MATH | KR_CLS_STAT;
+        }
+    }
+
+    kr_cls_ascii['\n'] |= KR_CLS_STAT;
+    kr_cls_ascii['`'] |= KR_CLS_STAT;
+
+    kr_cls_tables_ready = 1;
+}
+
+
+static void
+kr_cls_emit(kr_cls_feat_t *f, unsigned ns, uint32_t h)
+{
+    if (f->n == f->max) {
+        return;
+    }
+
+    h = kr_cls_mix(h ^ kr_cls_seed[ns]);
+
+    f->ids[f->n++] = ((uint32_t) ns << 24) | (h >> f->shift);
+    f->count[ns]++;
+}
+
+
+static uint32_t
+kr_cls_str_hash(const char *s)
+{
+    return kr_cls_fnv((const unsigned char *) s, strlen(s));
+}
+
+
+static size_t
+kr_cls_decode(const unsigned char *p, const unsigned char *end, uint32_t *cp)
+{
+    size_t    n, i;
+    uint32_t  c;
+
+    c = p[0];
+
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+
+    if ((c & 0xe0) == 0xc0) {
+        n = 2;
+        c &= 0x1f;
+
+    } else if ((c & 0xf0) == 0xe0) {
+        n = 3;
+        c &= 0x0f;
+
+    } else if ((c & 0xf8) == 0xf0) {
+        n = 4;
+        c &= 0x07;
+
+    } else {
+        *cp = 0xfffd;
+        return 1;
+    }
+
+    if ((size_t) (end - p) < n) {
+        *cp = 0xfffd;
+        return 1;
+    }
+
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            *cp = 0xfffd;
+            return 1;
+        }
+
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    *cp = c;
+
+    return n;
+}
+
+
+static int
+kr_cls_is_cjk(uint32_t c)
+{
+    return (c >= 0x3040 && c <= 0x30ff)
+           || (c >= 0x3400 && c <= 0x4dbf)
+           || (c >= 0x4e00 && c <= 0x9fff)
+           || (c >= 0xac00 && c <= 0xd7af)
+           || (c >= 0xf900 && c <= 0xfaff);
+}
+
+
+static int
+kr_cls_is_sep(uint32_t c)
+{
+    if (c < 0x80) {
+        return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                 || (c >= '0' && c <= '9') || c == '_');
+    }
+
+    return c < 0xc0
+           || (c >= 0x2000 && c <= 0x2bff)
+           || (c >= 0x3000 && c <= 0x303f)
+           || (c >= 0xfe30 && c <= 0xfe4f)
+           || (c >= 0xff00 && c <= 0xff0f)
+           || (c >= 0xff1a && c <= 0xff20)
+           || (c >= 0xff3b && c <= 0xff40)
+           || (c >= 0xff5b && c <= 0xff65)
+           || c == 0xfffd;
+}
+
+
+/*
+ * Words (ASCII letters and digits, letters of other alphabets) and CJK
+ * characters, each a token; digits are folded so that numbers of the
+ * same length share a feature.  Emits unigrams to ns1 and adjacent
+ * pairs to ns2.
+ */
+
+static void
+kr_cls_words(kr_cls_feat_t *f, const unsigned char *p,
+    const unsigned char *end, unsigned ns1, unsigned ns2,
+    kr_cls_stats_t *st, uint32_t *first, uint32_t *last)
+{
+    size_t    len, wlen;
+    uint32_t  c, h, prev, tok;
+    unsigned  cl, cjk;
+
+    prev = 0;
+    h = 5381;
+    wlen = 0;
+
+    while (p < end) {
+        c = *p;
+
+        if (c < 0x80) {
+            len = 1;
+            cl = kr_cls_ascii[c];
+            cjk = 0;
+
+            if (st && (cl & KR_CLS_STAT)) {
+                if (cl & KR_CLS_DIGIT) {
+                    st->digits++;
+                }
+
+                if (cl & KR_CLS_CODE) {
+                    st->code++;
+                }
+
+                if (cl & KR_CLS_MATH) {
+                    st->math++;
+                }
+
+                if (c == '\n') {
+                    st->lines++;
+
+                } else if (c == '`' && end - p >= 3 && p[1] == '`'
+                           && p[2] == '`')
+                {
+                    st->fence = 1;
+                }
+            }
+
+            if (cl & KR_CLS_WORD) {
+                c = kr_cls_fold[c];
+            }
+
+        } else {
+            len = kr_cls_decode(p, end, &c);
+            cjk = kr_cls_is_cjk(c);
+            cl = (cjk || kr_cls_is_sep(c)) ? 0 : KR_CLS_WORD;
+
+            if (st) {
+                if (cjk) {
+                    st->cjk++;
+
+                } else if (c == 0xd7 || c == 0xf7
+                           || (c >= 0x2200 && c <= 0x22ff))
+                {
+                    st->math++;
+                }
+            }
+        }
+
+        p += len;
+
+        if (cl & KR_CLS_WORD) {
+            if (wlen < 48) {
+                h = (h << 5) + h + c;
+            }
+
+            wlen++;
+
+            if (p < end) {
+                continue;
+            }
+        }
+
+        if (wlen) {
+            tok = kr_cls_mix(h);
+
+            kr_cls_emit(f, ns1, tok);
+
+            if (prev) {
+                kr_cls_emit(f, ns2, prev * 0x9e3779b1 + tok);
+            }
+
+            if (first && *first == 0) {
+                *first = tok;
+            }
+
+            if (last) {
+                *last = tok;
+            }
+
+            prev = tok;
+            h = 5381;
+            wlen = 0;
+        }
+
+        if (cjk) {
+            tok = kr_cls_mix(c + 0x51ed27);
+
+            kr_cls_emit(f, ns1, tok);
+
+            if (prev) {
+                kr_cls_emit(f, ns2, prev * 0x9e3779b1 + tok);
+            }
+
+            if (first && *first == 0) {
+                *first = tok;
+            }
+
+            if (last) {
+                *last = tok;
+            }
+
+            prev = tok;
+        }
+    }
+}
+
+
+/* character trigrams, case and digits folded, white space collapsed */
+
+static void
+kr_cls_chars(kr_cls_feat_t *f, const unsigned char *p,
+    const unsigned char *end)
+{
+    size_t    len;
+    uint32_t  c, c1, c2;
+
+    c1 = ' ';
+    c2 = ' ';
+
+    while (p < end) {
+        len = kr_cls_decode(p, end, &c);
+        p += len;
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+
+        } else if (c >= '0' && c <= '9') {
+            c = '0';
+
+        } else if (c == '\n' || c == '\t' || c == '\r') {
+            c = ' ';
+        }
+
+        if (c == ' ' && c2 == ' ') {
+            continue;
+        }
+
+        kr_cls_emit(f, KR_NS_CHAR, (c1 * 0x01000193) ^ (c2 * 0x9e3779b1)
+                                   ^ (c + 0x632be5ab));
+        c1 = c2;
+        c2 = c;
+    }
+
+    if (c2 != ' ') {
+        kr_cls_emit(f, KR_NS_CHAR, (c1 * 0x01000193) ^ (c2 * 0x9e3779b1)
+                                   ^ (' ' + 0x632be5ab));
+    }
+}
+
+
+/*
+ * A sentence ends at ". ", "! ", "? ", ":\n", a new line or at CJK
+ * full stops; p points just past the character c of len bytes.
+ */
+
+static int
+kr_cls_sentence_end(const unsigned char *p, const unsigned char *end,
+    uint32_t c, size_t len)
+{
+    (void) len;
+
+    switch (c) {
+
+    case '\n':
+    case 0x3002:
+    case 0xff01:
+    case 0xff1f:
+    case 0xff1a:
+        return 1;
+
+    case '.':
+    case '!':
+    case '?':
+        return p == end || *p == ' ' || *p == '\n' || *p == '\t'
+               || *p == '"' || *p == '\r';
+
+    case ':':
+        return p == end || *p == '\n' || *p == '\r';
+
+    default:
+        return 0;
+    }
+}
+
+
+/* the end of the first two sentences, at most KR_CLS_INSTR_MAX bytes */
+
+static const unsigned char *
+kr_cls_head(const unsigned char *p, const unsigned char *end)
+{
+    size_t                len;
+    uint32_t              c;
+    unsigned              sentences, pending, seen;
+    const unsigned char  *start;
+
+    start = p;
+    sentences = 0;
+    pending = 0;
+    seen = 0;
+
+    while (p < end && (size_t) (p - start) < KR_CLS_INSTR_MAX) {
+        len = kr_cls_decode(p, end, &c);
+
+        if (pending && !kr_cls_is_sep(c)) {
+            if (++sentences == 2) {
+                return p;
+            }
+
+            pending = 0;
+        }
+
+        p += len;
+
+        if (!kr_cls_is_sep(c) || kr_cls_is_cjk(c)) {
+            seen = 1;
+        }
+
+        if (seen && kr_cls_sentence_end(p, end, c, len)) {
+            pending = 1;
+        }
+    }
+
+    return kr_cls_boundary(p, start, end);
+}
+
+
+/* the start of the last two sentences, at most KR_CLS_INSTR_MAX bytes */
+
+static const unsigned char *
+kr_cls_tail(const unsigned char *p, const unsigned char *end)
+{
+    size_t                len;
+    uint32_t              c;
+    unsigned              pending;
+    const unsigned char  *s1, *s2;
+
+    while (end > p && (end[-1] == ' ' || end[-1] == '\n' || end[-1] == '\r'
+                       || end[-1] == '\t'))
+    {
+        end--;
+    }
+
+    if ((size_t) (end - p) > KR_CLS_INSTR_MAX) {
+        p = kr_cls_boundary(end - KR_CLS_INSTR_MAX, p, end);
+    }
+
+    s1 = p;
+    s2 = p;
+    pending = 0;
+
+    while (p < end) {
+        len = kr_cls_decode(p, end, &c);
+
+        if (pending && !kr_cls_is_sep(c)) {
+            s1 = s2;
+            s2 = p;
+            pending = 0;
+        }
+
+        p += len;
+
+        if (kr_cls_sentence_end(p, end, c, len)) {
+            pending = 1;
+        }
+    }
+
+    return s1;
+}
+
+
+/* moves p forward to the start of a UTF-8 character */
+
+static const unsigned char *
+kr_cls_boundary(const unsigned char *p, const unsigned char *start,
+    const unsigned char *end)
+{
+    unsigned  n;
+
+    (void) start;
+
+    for (n = 0; p < end && n < 3 && (*p & 0xc0) == 0x80; n++) {
+        p++;
+    }
+
+    return p;
+}
+
+
+static unsigned
+kr_cls_log2(size_t v)
+{
+    unsigned  n;
+
+    for (n = 0; v > 1; n++) {
+        v >>= 1;
+    }
+
+    return n;
+}
+
+
+static void
+kr_cls_struct(kr_cls_feat_t *f, const char *name, unsigned v)
+{
+    kr_cls_emit(f, KR_NS_STRUCT, kr_cls_str_hash(name) + v * 0x9e3779b1);
+}
+
+
+size_t
+kr_classify_features(const kr_classify_input_t *in, unsigned bits,
+    uint32_t *ids, size_t max, float value[KR_CLASSIFY_NS_N])
+{
+    size_t                 len, frac;
+    uint32_t               cue_first, cue_tail, cue_last;
+    unsigned               i, m;
+    kr_cls_feat_t          f;
+    kr_cls_stats_t         st;
+    const unsigned char   *u, *a_end, *b, *b_end, *head_end, *tail, *s;
+
+    if (!kr_cls_tables_ready) {
+        kr_cls_tables();
+    }
+
+    memset(&f, 0, sizeof(f));
+    memset(&st, 0, sizeof(st));
+
+    f.ids = ids;
+    f.max = max;
+    f.shift = 32 - bits;
+
+    /* clip the user message to its head and tail */
+
+    u = in->user ? in->user : (const unsigned char *) "";
+    len = in->user ? in->user_len : 0;
+
+    if (len > KR_CLASSIFY_HEAD_MAX + KR_CLASSIFY_TAIL_MAX + 1) {
+        a_end = kr_cls_boundary(u + KR_CLASSIFY_HEAD_MAX, u, u + len);
+        b = kr_cls_boundary(u + len - KR_CLASSIFY_TAIL_MAX, u, u + len);
+        b_end = u + len;
+
+    } else {
+        a_end = u + len;
+        b = a_end;
+        b_end = a_end;
+    }
+
+    /* body */
+
+    kr_cls_words(&f, u, a_end, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+    kr_cls_words(&f, b, b_end, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+
+    /* instruction: first and last sentences */
+
+    head_end = kr_cls_head(u, a_end);
+
+    cue_first = 0;
+    cue_tail = 0;
+    cue_last = 0;
+
+    kr_cls_words(&f, u, head_end, KR_NS_HEAD, KR_NS_HEAD2, NULL,
+                 &cue_first, NULL);
+    kr_cls_chars(&f, u, head_end);
+
+    if (b < b_end) {
+        tail = kr_cls_tail(b, b_end);
+        s = b_end;
+
+    } else {
+        tail = kr_cls_tail(u, a_end);
+        s = a_end;
+    }
+
+    kr_cls_words(&f, tail, s, KR_NS_TAIL, KR_NS_TAIL2, NULL,
+                 &cue_tail, &cue_last);
+    kr_cls_chars(&f, tail, s);
+
+    if (cue_first) {
+        kr_cls_emit(&f, KR_NS_CUE, cue_first ^ 0x1f);
+    }
+
+    if (cue_tail) {
+        kr_cls_emit(&f, KR_NS_CUE, cue_tail ^ 0x2f);
+    }
+
+    if (cue_last) {
+        kr_cls_emit(&f, KR_NS_CUE, cue_last ^ 0x3f);
+    }
+
+    /* system prompt */
+
+    if (in->system && in->system_len) {
+        len = in->system_len;
+
+        if (len > KR_CLASSIFY_SYSTEM_MAX) {
+            len = KR_CLASSIFY_SYSTEM_MAX;
+        }
+
+        kr_cls_words(&f, in->system, in->system + len, KR_NS_SYS, KR_NS_SYS,
+                     NULL, NULL, NULL);
+        kr_cls_struct(&f, "system", 1);
+    }
+
+    /* structure */
+
+    m = in->messages;
+    kr_cls_struct(&f, "messages", m <= 1 ? 0 : m == 2 ? 1 : m <= 4 ? 2
+                                  : m <= 8 ? 3 : 4);
+
+    if (in->has_tools) {
+        kr_cls_struct(&f, "tools", 1);
+    }
+
+    if (in->json_format) {
+        kr_cls_struct(&f, "json", 1);
+    }
+
+    kr_cls_struct(&f, "length", kr_cls_log2(in->user_len) / 2);
+    kr_cls_struct(&f, "context", kr_cls_log2(in->context_tokens) / 2);
+    kr_cls_struct(&f, "lines", kr_cls_log2(st.lines + 1));
+
+    if (st.fence) {
+        kr_cls_struct(&f, "fence", 1);
+    }
+
+    if (st.bytes) {
+        frac = st.code * 1000 / st.bytes;
+        kr_cls_struct(&f, "code", frac < 10 ? 0 : frac < 30 ? 1
+                                  : frac < 60 ? 2 : frac < 100 ? 3 : 4);
+
+        frac = st.digits * 1000 / st.bytes;
+        kr_cls_struct(&f, "digits", frac == 0 ? 0 : frac < 10 ? 1
+                                    : frac < 30 ? 2 : frac < 80 ? 3 : 4);
+
+        frac = st.cjk * 3000 / st.bytes;
+        kr_cls_struct(&f, "cjk", frac == 0 ? 0 : frac < 300 ? 1 : 2);
+    }
+
+    kr_cls_struct(&f, "math", st.math == 0 ? 0 : st.math < 3 ? 1
+                              : st.math < 6 ? 2 : 3);
+
+    s = b < b_end ? b_end : a_end;
+
+    while (s > u && (s[-1] == ' ' || s[-1] == '\n' || s[-1] == '\r')) {
+        s--;
+    }
+
+    if (s > u && (s[-1] == '?'
+                  || (s - u >= 3 && s[-3] == 0xef && s[-2] == 0xbc
+                      && s[-1] == 0x9f)))
+    {
+        kr_cls_struct(&f, "question", 1);
+    }
+
+    for (i = 0; i < KR_CLASSIFY_NS_N; i++) {
+        value[i] = f.count[i] ? kr_cls_ns_weight[i] / sqrtf(f.count[i])
+                              : 0.0f;
+    }
+
+    value[KR_NS_CUE] = kr_cls_ns_weight[KR_NS_CUE];
+    value[KR_NS_STRUCT] = kr_cls_ns_weight[KR_NS_STRUCT];
+
+    return f.n;
+}
+
+
+int
+kr_classify(const kr_classifier_t *cls, const kr_classify_input_t *in,
+    kr_classify_result_t *res)
+{
+    int            c, best;
+    size_t         n, i;
+    float          v, sum, max;
+    int32_t        acc[KR_CLASSIFY_NS_N][KR_TASK_N];
+    uint32_t       id, ids[KR_CLASSIFY_FEATURES_MAX];
+    const int8_t  *w;
+    float          value[KR_CLASSIFY_NS_N];
+
+    if (cls == NULL || in == NULL || res == NULL) {
+        return -1;
+    }
+
+    n = kr_classify_features(in, cls->img.bits, ids,
+                             KR_CLASSIFY_FEATURES_MAX, value);
+
+    memset(acc, 0, sizeof(acc));
+
+    for (i = 0; i < n; i++) {
+        id = ids[i];
+        w = cls->img.weights + (size_t) KR_CLASSIFY_BUCKET(id) * KR_TASK_N;
+
+        for (c = 0; c < KR_TASK_N; c++) {
+            acc[KR_CLASSIFY_NS(id)][c] += w[c];
+        }
+    }
+
+    best = 0;
+
+    for (c = 0; c < KR_TASK_N; c++) {
+        v = 0.0f;
+
+        for (i = 0; i < KR_CLASSIFY_NS_N; i++) {
+            v += value[i] * (float) acc[i][c];
+        }
+
+        res->scores[c] = cls->img.bias[c] + cls->img.scale * v;
+
+        if (res->scores[c] > res->scores[best]) {
+            best = c;
+        }
+    }
+
+    max = res->scores[best];
+    sum = 0.0f;
+
+    for (c = 0; c < KR_TASK_N; c++) {
+        sum += expf(res->scores[c] - max);
+    }
+
+    res->task = best;
+    res->prob = 1.0f / sum;
+
+    return best;
+}
+
+
+/* weights image */
+
+size_t
+kr_classifier_image_size(unsigned bits)
+{
+    return KR_CLS_HDR_SIZE + ((size_t) KR_TASK_N << bits) + 4;
+}
+
+
+size_t
+kr_classifier_image_write(const kr_classifier_image_t *img,
+    unsigned char *buf, size_t size)
+{
+    int       c;
+    size_t    total;
+    uint32_t  u;
+
+    total = kr_classifier_image_size(img->bits);
+
+    if (size < total) {
+        return 0;
+    }
+
+    memcpy(buf, KR_CLASSIFY_MAGIC, 4);
+    kr_cls_put32(buf + 4, KR_CLASSIFY_FORMAT);
+    kr_cls_put32(buf + 8, KR_CLASSIFY_FEATURES_VERSION);
+    kr_cls_put32(buf + 12, KR_TASK_N);
+    kr_cls_put32(buf + 16, img->bits);
+
+    memcpy(&u, &img->scale, 4);
+    kr_cls_put32(buf + 20, u);
+
+    for (c = 0; c < KR_TASK_N; c++) {
+        memcpy(&u, &img->bias[c], 4);
+        kr_cls_put32(buf + 24 + 4 * c, u);
+    }
+
+    memcpy(buf + KR_CLS_HDR_SIZE, img->weights, (size_t) KR_TASK_N << img->bits);
+
+    kr_cls_put32(buf + total - 4, kr_cls_fnv(buf, total - 4));
+
+    return total;
+}
+
+
+int
+kr_classifier_image_parse(kr_classifier_image_t *img,
+    const unsigned char *buf, size_t size, char *err, size_t errlen)
+{
+    int       c;
+    size_t    total;
+    uint32_t  u, v;
+
+    if (size < KR_CLS_HDR_SIZE + 4) {
+        snprintf(err, errlen, "truncated weights: %zu bytes", size);
+        return -1;
+    }
+
+    if (memcmp(buf, KR_CLASSIFY_MAGIC, 4) != 0) {
+        snprintf(err, errlen, "not a kroute classifier weights file "
+                 "(bad magic)");
+        return -1;
+    }
+
+    u = kr_cls_get32(buf + 4);
+    if (u != KR_CLASSIFY_FORMAT) {
+        snprintf(err, errlen, "unsupported weights format version %u "
+                 "(expected %u)", (unsigned) u, KR_CLASSIFY_FORMAT);
+        return -1;
+    }
+
+    u = kr_cls_get32(buf + 8);
+    if (u != KR_CLASSIFY_FEATURES_VERSION) {
+        snprintf(err, errlen, "weights trained for feature version %u, "
+                 "this build extracts version %u", (unsigned) u,
+                 KR_CLASSIFY_FEATURES_VERSION);
+        return -1;
+    }
+
+    u = kr_cls_get32(buf + 12);
+    if (u != KR_TASK_N) {
+        snprintf(err, errlen, "weights have %u task types, expected %u",
+                 (unsigned) u, KR_TASK_N);
+        return -1;
+    }
+
+    u = kr_cls_get32(buf + 16);
+    if (u < KR_CLASSIFY_BITS_MIN || u > KR_CLASSIFY_BITS_MAX) {
+        snprintf(err, errlen, "bad hash table size 2^%u", (unsigned) u);
+        return -1;
+    }
+
+    total = kr_classifier_image_size(u);
+
+    if (size != total) {
+        snprintf(err, errlen, "%s weights: %zu bytes, expected %zu",
+                 size < total ? "truncated" : "oversized", size, total);
+        return -1;
+    }
+
+    v = kr_cls_get32(buf + total - 4);
+    if (v != kr_cls_fnv(buf, total - 4)) {
+        snprintf(err, errlen, "weights checksum mismatch");
+        return -1;
+    }
+
+    img->bits = u;
+
+    u = kr_cls_get32(buf + 20);
+    memcpy(&img->scale, &u, 4);
+
+    for (c = 0; c < KR_TASK_N; c++) {
+        u = kr_cls_get32(buf + 24 + 4 * c);
+        memcpy(&img->bias[c], &u, 4);
+    }
+
+    if (!isfinite(img->scale)) {
+        snprintf(err, errlen, "bad weights scale");
+        return -1;
+    }
+
+    img->weights = (const int8_t *) (buf + KR_CLS_HDR_SIZE);
+
+    return 0;
+}
+
+
+kr_classifier_t *
+kr_classifier_from_memory(const unsigned char *buf, size_t size, char *err,
+    size_t errlen)
+{
+    kr_classifier_t  *cls;
+
+    cls = calloc(1, sizeof(kr_classifier_t));
+    if (cls == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    if (kr_classifier_image_parse(&cls->img, buf, size, err, errlen) != 0) {
+        free(cls);
+        return NULL;
+    }
+
+    return cls;
+}
+
+
+kr_classifier_t *
+kr_classifier_load(const char *path, char *err, size_t errlen)
+{
+    long              size;
+    FILE             *fp;
+    unsigned char    *buf;
+    kr_classifier_t  *cls;
+
+    fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errlen, "cannot open \"%s\": %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+
+    if (fseek(fp, 0, SEEK_END) != 0 || (size = ftell(fp)) < 0
+        || fseek(fp, 0, SEEK_SET) != 0)
+    {
+        snprintf(err, errlen, "cannot read \"%s\": %s", path,
+                 strerror(errno));
+        fclose(fp);
+        return NULL;
+    }
+
+    if ((size_t) size > kr_classifier_image_size(KR_CLASSIFY_BITS_MAX)) {
+        snprintf(err, errlen, "\"%s\": too large for a weights file", path);
+        fclose(fp);
+        return NULL;
+    }
+
+    buf = malloc(size ? (size_t) size : 1);
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        fclose(fp);
+        return NULL;
+    }
+
+    if (fread(buf, 1, (size_t) size, fp) != (size_t) size) {
+        snprintf(err, errlen, "cannot read \"%s\"", path);
+        free(buf);
+        fclose(fp);
+        return NULL;
+    }
+
+    fclose(fp);
+
+    cls = kr_classifier_from_memory(buf, (size_t) size, err, errlen);
+    if (cls == NULL) {
+        free(buf);
+        return NULL;
+    }
+
+    cls->owned = buf;
+
+    return cls;
+}
+
+
+void
+kr_classifier_free(kr_classifier_t *cls)
+{
+    if (cls == NULL || cls == &kr_cls_default) {
+        return;
+    }
+
+    free(cls->owned);
+    free(cls);
+}
+
+
+const kr_classifier_t *
+kr_classifier_default(void)
+{
+    char  err[128];
+
+    if (kr_cls_default_state == 0) {
+        kr_cls_default_state = -1;
+
+        if (kr_classifier_image_parse(&kr_cls_default.img,
+                                      kr_classify_default_image,
+                                      kr_classify_default_image_size,
+                                      err, sizeof(err))
+            == 0)
+        {
+            kr_cls_default_state = 1;
+        }
+    }
+
+    return kr_cls_default_state == 1 ? &kr_cls_default : NULL;
+}
+
+
+static uint32_t
+kr_cls_get32(const unsigned char *p)
+{
+    return (uint32_t) p[0] | ((uint32_t) p[1] << 8)
+           | ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 24);
+}
+
+
+static void
+kr_cls_put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char) v;
+    p[1] = (unsigned char) (v >> 8);
+    p[2] = (unsigned char) (v >> 16);
+    p[3] = (unsigned char) (v >> 24);
+}
+
+
+static uint32_t
+kr_cls_fnv(const unsigned char *p, size_t len)
+{
+    size_t    i;
+    uint32_t  h;
+
+    h = KR_CLS_FNV_BASIS;
+
+    for (i = 0; i < len; i++) {
+        h = (h ^ p[i]) * KR_CLS_FNV_PRIME;
+    }
+
+    return h;
+}
