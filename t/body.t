@@ -101,7 +101,7 @@ sub send_body {
 # every recorded request, its model replaced by an alias: upstream gets
 # the recorded bytes back, i.e. only the model value changed
 
-my @fixtures = grep { !/unknown-model/ }
+my @fixtures = grep { !/unknown-model|empty-messages/ }
                map { (File::Spec->splitpath($_))[2] }
                glob(File::Spec->catfile(Kroute::Mock::fixtures_dir(),
                                         'openai-chat-req-*.json'));
@@ -133,6 +133,17 @@ for my $f (@fixtures) {
             is($r->{log}{parse}, 'ok', "$what: parsed");
         }
     }
+}
+
+# no messages: refused, by kroute or by the provider, as an OpenAI error
+
+for my $where ('/v1/chat/completions', '/file/v1/chat/completions') {
+    my $r = send_body($where, fixture('openai-chat-req-empty-messages.json'),
+                      no_up => 1, headers => [ 'X-Mock-Reply' =>
+                          'openai-error-400-context-length-exceeded.json' ]);
+    is($r->{status}, 400, "empty messages at $where: 400");
+    openai_error($r, "empty messages at $where") if $r->{status} == 400
+        && !$r->{headers}{'x-mock-fixture'};
 }
 
 # a body read into a temp file in many small chunks, slowly

@@ -31,7 +31,7 @@ my $good_catalog = <<'EOF';
     kroute_provider anthropic url=http://127.0.0.1:%%MOCK_PORT%%/v1
                     key_file=%%TESTDIR%%/anthropic.key format=anthropic;
     kroute_model small provider=openai input=0.05 output=0.4 cached=0.005
-                 quality=default:40,chat:60 alias=small-latest,tiny
+                 quality=default:40,code:60 alias=small-latest,tiny
                  output_tokens=200;
     kroute_model big provider=openai input=1.25 output=10 cached=0.125
                  cache_write=1.5 quality=default:90;
@@ -129,10 +129,10 @@ my @bad = (
     [http => "$model input=-1 output=1;", '-1'],
     [http => "$model input=1 output=1 cached=;", 'cached='],
     [http => "$model input=1 output=1 cache_write=0.1.2;", '0.1.2'],
-    [http => "$model input=1 output=1 quality=chat:101;", 'chat:101'],
+    [http => "$model input=1 output=1 quality=code:101;", "code:101"],
     [http => "$model input=1 output=1 quality=nosuchtask:50;",
      'nosuchtask'],
-    [http => "$model input=1 output=1 quality=chat;", 'chat'],
+    [http => "$model input=1 output=1 quality=code;", 'code'],
     [http => "$model input=1 output=1 output_tokens=many;", 'many'],
     [http => "$model input=1 output=1 speed=fast;", 'speed=fast'],
     [http => 'kroute_model small provider=openai input=1 output=1;',

@@ -122,14 +122,17 @@ sub url { 'http://127.0.0.1:' . $_[0]{port} }
 
 sub requests {
     my ($self) = @_;
-    my @r;
+    my $c = $self->{cache} ||= { offset => 0, list => [] };
     open my $fh, '<:raw', $self->{log} or return ();
+    seek $fh, $c->{offset}, 0;
     while (my $line = <$fh>) {
+        last unless $line =~ /\n$/;
+        $c->{offset} += length $line;
         next unless $line =~ /\S/;
-        push @r, JSON::PP->new->decode($line);
+        push @{ $c->{list} }, JSON::PP->new->decode($line);
     }
     close $fh;
-    return @r;
+    return @{ $c->{list} };
 }
 
 
@@ -162,6 +165,7 @@ sub clear {
     my ($self) = @_;
     open my $fh, '>', $self->{log} or die "cannot truncate $self->{log}\n";
     close $fh;
+    delete $self->{cache};
 }
 
 
