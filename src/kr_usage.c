@@ -139,9 +139,10 @@ kr_usage_openai_usage(kr_usage_t *u, const kr_str_t *usage)
 static int
 kr_usage_openai_body(kr_usage_t *u, const kr_str_t *top, int *usage_only)
 {
-    int              rc, n_choices;
-    kr_str_t         key, val, choice, fr;
-    kr_json_iter_t   it, cit;
+    int                   rc, n_choices;
+    kr_str_t              key, val, choice, fr;
+    kr_json_iter_t        it, cit;
+    const unsigned char  *p;
 
     if (kr_json_iter_init(&it, top) != 0 || it.type != '{') {
         return -1;
@@ -191,7 +192,19 @@ kr_usage_openai_body(kr_usage_t *u, const kr_str_t *top, int *usage_only)
         *usage_only = 0;
     }
 
-    return rc == 0 ? 0 : -1;
+    if (rc != 0) {
+        return -1;
+    }
+
+    /* every member was validated while iterating; only space may follow */
+
+    for (p = kr_json_iter_end(&it); p < top->data + top->len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            return -1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -200,11 +213,8 @@ kr_usage_openai_response(kr_usage_t *u, const unsigned char *p, size_t len)
 {
     kr_str_t  top;
 
-    if (kr_json_validate(p, len, NULL) != 0
-        || kr_json_value(p, len, &top) != 0)
-    {
-        return -1;
-    }
+    top.data = p;
+    top.len = len;
 
     return kr_usage_openai_body(u, &top, NULL);
 }
@@ -227,11 +237,8 @@ kr_usage_openai_chunk(kr_usage_t *u, const unsigned char *data, size_t len,
         return 0;
     }
 
-    if (kr_json_validate(data, len, NULL) != 0
-        || kr_json_value(data, len, &top) != 0)
-    {
-        return -1;
-    }
+    top.data = data;
+    top.len = len;
 
     return kr_usage_openai_body(u, &top, usage_only);
 }
