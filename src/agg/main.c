@@ -552,7 +552,7 @@ main(int argc, char **argv)
                 || strcmp(args.command, "chart") == 0 ? stderr : stdout,
                 "kroute-agg: no data in window %s .. %s\n", a, b);
 
-        if (strcmp(args.command, "report") == 0
+        if (strcmp(args.command, "report") == 0 && args.output == NULL
             && (args.format == NULL || strcmp(args.format, "text") == 0))
         {
             goto done;
