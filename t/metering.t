@@ -184,6 +184,18 @@ for my $case (@cases) {
                "$what: client got the provider bytes unchanged");
         }
 
+        my $up = $mock->request_by_header('X-Test-Id', $tid);
+        if ($anthropic) {
+            is($up && $up->{headers}{'x-api-key'}, 'sk-ant-test-metering',
+               "$what: anthropic key in x-api-key");
+            ok($up && !exists $up->{headers}{authorization},
+               "$what: no Authorization to anthropic");
+        } else {
+            is($up && $up->{headers}{authorization},
+               'Bearer sk-test-openai-metering', "$what: openai key");
+        }
+        is($up && $up->{json}{model}, $model, "$what: model upstream");
+
         my $l = $t->log_for($tid);
         ok($l, "$what: access log line") or next;
 

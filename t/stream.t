@@ -164,6 +164,8 @@ my $base = stream(path => '/plain/v1/chat/completions',
                   headers => \@delay);
 my $spread = $base->{events}[-1]{time} - $base->{events}[0]{time};
 cmp_ok($spread, '>=', 0.8, 'baseline without kroute: events spread out');
+ok($base->{body} eq fixture($FIX), 'kroute off: stream untouched');
+ok(!exists $base->{headers}{'x-kroute-model'}, 'kroute off: no headers');
 
 $r = stream(headers => \@delay);
 is(scalar @{ $r->{events} }, 3, 'delayed: 3 events to the client');
