@@ -216,10 +216,14 @@ kr_agg_feature_lines(FILE *f, kr_agg_data_t *cur, long slot_hours)
     for (s = 0; s < nslots; s += nslots > 8 ? nslots / 8 : 1) {
         kr_agg_hour_iso(cur->from + (long) s * slot_hours, iso);
         iso[slot_hours == 24 ? 10 : 16] = '\0';
+        if (slot_hours != 24) {
+            iso[10] = ' ';
+        }
         fprintf(f, "<text class=\"x-label\" x=\"%ld\" y=\"%d\" "
                 "text-anchor=\"middle\">%s</text>\n",
                 KR_AGG_LEFT + (long) s * step, KR_AGG_H + 16,
-                slot_hours == 24 ? iso + 5 : iso + 11);
+                slot_hours == 24 || cur->to - cur->from > 24
+                ? iso + 5 : iso + 11);
     }
 
     for (k = 0; k < nfeat; k++) {
@@ -312,6 +316,7 @@ kr_agg_cohort_bars(FILE *f, const kr_agg_table_t *t)
                 ? "#b33c3c" : "#3a9a5b");
 
         plan[0] = '\0';
+        px = 0;
 
         if (!t->cells[i * t->ncols + 5].null) {
             p = (kr_u128_t) t->cells[i * t->ncols + 5].n;
@@ -322,12 +327,16 @@ kr_agg_cohort_bars(FILE *f, const kr_agg_table_t *t)
             kr_agg_usd_str((kr_i128_t) p, plan);
         }
 
+        /* the value goes right of both the bar and the plan mark */
+        px = px > 120 + w ? px : 120 + w;
+
         fprintf(f, "<text class=\"cohort-value\" x=\"%ld\" y=\"%ld\">%s USD"
-                "%s%s</text>\n", 128 + w + (plan[0] ? 8 : 0), y + 16, usd,
+                "%s%s</text>\n", px + 8, y + 16, usd,
                 plan[0] ? " / plan " : "", plan);
     }
 
-    fprintf(f, "</svg>\n");
+    fprintf(f, "</svg>\n<p class=\"tick\">bar: cost per active user "
+            "per 30 days; black mark: the cohort's plan price</p>\n");
 }
 
 
