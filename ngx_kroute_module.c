@@ -69,6 +69,13 @@ static ngx_command_t  ngx_http_kroute_commands[] = {
       0,
       NULL },
 
+    { ngx_string("kroute_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_kroute_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("kroute_classifier_weights"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_kroute_classifier_weights,
@@ -200,10 +207,10 @@ ngx_module_t  ngx_http_kroute_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_kroute_redis_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_kroute_redis_exit_process,    /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -219,6 +226,7 @@ ngx_http_kroute_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_kroute_init(ngx_conf_t *cf)
 {
+    ngx_array_t                *a;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
@@ -231,12 +239,21 @@ ngx_http_kroute_init(ngx_conf_t *cf)
 
     *h = ngx_http_kroute_handler;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    /*
+     * log phase handlers run in the order they were added: kroute's goes
+     * first, so that access logs see the metered usage
+     */
+
+    a = &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers;
+
+    h = ngx_array_push(a);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_kroute_log_handler;
+    h = a->elts;
+    ngx_memmove(&h[1], &h[0], (a->nelts - 1) * sizeof(ngx_http_handler_pt));
+    h[0] = ngx_http_kroute_log_handler;
 
     return ngx_http_kroute_filter_init(cf);
 }
@@ -257,6 +274,7 @@ ngx_http_kroute_create_main_conf(ngx_conf_t *cf)
      *
      *     kmcf->shm_zone = NULL;
      *     kmcf->classifier = NULL;
+     *     kmcf->redis = NULL;
      */
 
     if (ngx_array_init(&kmcf->providers, cf->pool, 4,
@@ -284,6 +302,12 @@ ngx_http_kroute_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (kmcf->classifier == NULL) {
         kmcf->classifier = kr_classifier_default();
+    }
+
+    if (kmcf->redis && kmcf->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"kroute_redis\" needs a \"kroute_zone\"");
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

@@ -56,10 +56,26 @@
 
 #define NGX_HTTP_KROUTE_EVENT_BUF         (64 * 1024)
 
+/* per-hour metrics sent to Redis, in this order */
+#define NGX_HTTP_KROUTE_M_REQ             0
+#define NGX_HTTP_KROUTE_M_ERR             1
+#define NGX_HTTP_KROUTE_M_IN              2
+#define NGX_HTTP_KROUTE_M_OUT             3
+#define NGX_HTTP_KROUTE_M_CACHED          4
+#define NGX_HTTP_KROUTE_M_CW              5
+#define NGX_HTTP_KROUTE_M_REASON          6
+#define NGX_HTTP_KROUTE_M_COST            7
+#define NGX_HTTP_KROUTE_M_LAT             8
+#define NGX_HTTP_KROUTE_M_TTFT            9
+#define NGX_HTTP_KROUTE_M_UNPARSED        10
+#define NGX_HTTP_KROUTE_M_ESTIMATED       11
+#define NGX_HTTP_KROUTE_NMETRICS          12
+
 
 typedef struct {
     ngx_str_t                      name;
     ngx_str_t                      url;
+    ngx_str_t                      host;
     ngx_str_t                      authorization;
     ngx_str_t                      key;
     ngx_uint_t                     format;
@@ -79,10 +95,24 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                      host;
+    ngx_uint_t                     port;
+    ngx_str_t                      unix_path;
+    ngx_str_t                      password;
+    ngx_int_t                      db;
+    ngx_str_t                      prefix;
+    ngx_str_t                      instance;
+    ngx_msec_t                     interval;
+    ngx_msec_t                     timeout;
+} ngx_http_kroute_redis_conf_t;
+
+
+typedef struct {
     ngx_array_t                    providers;
     ngx_array_t                    models;
     ngx_shm_zone_t                *shm_zone;
     const kr_classifier_t         *classifier;
+    ngx_http_kroute_redis_conf_t  *redis;
 } ngx_http_kroute_main_conf_t;
 
 
@@ -140,6 +170,25 @@ typedef struct {
     ngx_uint_t                     nseries;
     uint64_t                       drops;
     ngx_msec_t                     drop_logged;
+
+    /* deltas waiting for Redis and the batch on its way */
+    ngx_rbtree_t                   deltas;
+    ngx_rbtree_node_t              delta_sentinel;
+    ngx_queue_t                    delta_queue;
+    ngx_uint_t                     ndeltas;
+    uint64_t                       boot;
+    uint64_t                       seq;
+    u_char                        *inflight;
+    size_t                         inflight_len;
+    uint64_t                       inflight_id;
+    ngx_uint_t                     inflight_records;
+    uint64_t                       redis_batches;
+    uint64_t                       redis_duplicates;
+    uint64_t                       redis_failures;
+    uint64_t                       redis_drops;
+    ngx_msec_t                     redis_drop_logged;
+    ngx_uint_t                     redis_down_logged;
+    ngx_uint_t                     redis_connected;
 } ngx_http_kroute_shctx_t;
 
 
@@ -231,6 +280,15 @@ char *ngx_http_kroute_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 void ngx_http_kroute_shm_account(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx);
 extern ngx_msec_t  ngx_http_kroute_buckets[NGX_HTTP_KROUTE_NBUCKETS];
+
+/* Redis link */
+char *ngx_http_kroute_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm);
+void ngx_http_kroute_redis_account(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, ngx_http_kroute_shm_t *shm, ngx_str_t *key,
+    uint64_t *value);
+ngx_int_t ngx_http_kroute_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_kroute_redis_exit_process(ngx_cycle_t *cycle);
 
 /* Prometheus endpoint */
 char *ngx_http_kroute_metrics(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -119,6 +119,22 @@ ngx_http_kroute_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    p->host.data = (u_char *) ngx_strstr(p->url.data, "://") + 3;
+    p->host.len = p->url.data + p->url.len - p->host.data;
+
+    for (i = 0; i < p->host.len; i++) {
+        if (p->host.data[i] == '/') {
+            p->host.len = i;
+            break;
+        }
+    }
+
+    if (p->host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid provider url \"%V\", no host", &p->url);
+        return NGX_CONF_ERROR;
+    }
+
     if (key_file.len && ngx_http_kroute_read_key(cf, p, &key_file) != NGX_OK)
     {
         return NGX_CONF_ERROR;

@@ -63,7 +63,7 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
 {
     u_char                       *p, *lp;
     size_t                        size;
-    uint64_t                      drops;
+    uint64_t                      drops, rstat[6];
     ngx_int_t                     rc;
     ngx_buf_t                    *b;
     ngx_uint_t                    i, n, nseries;
@@ -88,6 +88,7 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
 
     n = 0;
     drops = 0;
+    ngx_memzero(rstat, sizeof(rstat));
     nseries = 0;
     snap = NULL;
 
@@ -98,6 +99,14 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
 
         nseries = shm->sh->nseries;
         drops = shm->sh->drops;
+
+        rstat[0] = shm->sh->redis_connected;
+        rstat[1] = shm->sh->ndeltas + shm->sh->inflight_records
+                   * (shm->sh->inflight != NULL);
+        rstat[2] = shm->sh->redis_batches;
+        rstat[3] = shm->sh->redis_failures;
+        rstat[4] = shm->sh->redis_drops;
+        rstat[5] = shm->sh->redis_duplicates;
 
         snap = ngx_palloc(r->pool, (nseries + 1)
                                    * sizeof(ngx_http_kroute_snapshot_t));
@@ -124,7 +133,7 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
         ngx_shmtx_unlock(&shm->shpool->mutex);
     }
 
-    size = 4096 + n * NGX_HTTP_KROUTE_SERIES_LINES
+    size = 8192 + n * NGX_HTTP_KROUTE_SERIES_LINES
                     * (NGX_HTTP_KROUTE_LABEL_MAX + 128);
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -224,6 +233,35 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
                     "# TYPE kroute_zone_dropped_total counter\n"
                     "kroute_zone_dropped_total %uL\n",
                     nseries, drops);
+
+    if (kmcf->redis) {
+        p = ngx_sprintf(p, "# HELP kroute_redis_connected Whether the "
+                        "flushing worker holds a Redis connection.\n"
+                        "# TYPE kroute_redis_connected gauge\n"
+                        "kroute_redis_connected %uL\n"
+                        "# HELP kroute_redis_pending_deltas Counter deltas "
+                        "waiting in the zone for Redis.\n"
+                        "# TYPE kroute_redis_pending_deltas gauge\n"
+                        "kroute_redis_pending_deltas %uL\n"
+                        "# HELP kroute_redis_batches_total Batches Redis "
+                        "acknowledged.\n"
+                        "# TYPE kroute_redis_batches_total counter\n"
+                        "kroute_redis_batches_total %uL\n"
+                        "# HELP kroute_redis_failures_total Failed connects, "
+                        "timeouts and refused batches.\n"
+                        "# TYPE kroute_redis_failures_total counter\n"
+                        "kroute_redis_failures_total %uL\n"
+                        "# HELP kroute_redis_dropped_total Deltas dropped "
+                        "because the zone was full.\n"
+                        "# TYPE kroute_redis_dropped_total counter\n"
+                        "kroute_redis_dropped_total %uL\n"
+                        "# HELP kroute_redis_duplicate_batches_total Batches "
+                        "sent again that Redis had already applied.\n"
+                        "# TYPE kroute_redis_duplicate_batches_total counter\n"
+                        "kroute_redis_duplicate_batches_total %uL\n",
+                        rstat[0], rstat[1], rstat[2], rstat[3], rstat[4],
+                        rstat[5]);
+    }
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

@@ -137,6 +137,8 @@ ngx_http_kroute_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_queue_init(&shm->sh->queue);
 
+    ngx_http_kroute_redis_init_zone(shm);
+
     len = sizeof(" in kroute zone \"\"") + shm_zone->shm.name.len;
 
     shm->shpool->log_ctx = ngx_slab_alloc(shm->shpool, len);
@@ -267,6 +269,7 @@ ngx_http_kroute_shm_account(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
     u_char                        buf[NGX_HTTP_KROUTE_NDIMS
                                       * (NGX_HTTP_KROUTE_DIM_MAX + 1)];
     uint32_t                      hash;
+    uint64_t                      value[NGX_HTTP_KROUTE_NMETRICS];
     ngx_msec_t                    latency, ttft;
     ngx_uint_t                    i;
     ngx_str_t                     key;
@@ -304,7 +307,38 @@ ngx_http_kroute_shm_account(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
     latency = ctx->last_byte >= ctx->start ? ctx->last_byte - ctx->start : 0;
     ttft = ctx->first_byte >= ctx->start ? ctx->first_byte - ctx->start : 0;
 
+    ngx_memzero(value, sizeof(value));
+
+    value[NGX_HTTP_KROUTE_M_REQ] = 1;
+    value[NGX_HTTP_KROUTE_M_ERR] = (ctx->status >= 400
+                                    || ctx->usage.error_class
+                                       != KR_ERROR_NONE);
+    value[NGX_HTTP_KROUTE_M_UNPARSED] = ctx->unparsed;
+    value[NGX_HTTP_KROUTE_M_ESTIMATED] = (ctx->usage_source
+                                          == NGX_HTTP_KROUTE_USAGE_ESTIMATE);
+
+    if (ctx->usage_source != NGX_HTTP_KROUTE_USAGE_NONE) {
+        value[NGX_HTTP_KROUTE_M_IN] = ctx->usage.input;
+        value[NGX_HTTP_KROUTE_M_OUT] = ctx->usage.output;
+        value[NGX_HTTP_KROUTE_M_CACHED] = ctx->usage.cached;
+        value[NGX_HTTP_KROUTE_M_CW] = ctx->usage.cache_write;
+        value[NGX_HTTP_KROUTE_M_REASON] = ctx->usage.reasoning;
+        value[NGX_HTTP_KROUTE_M_COST] = ctx->cost_pusd;
+    }
+
+    if (ctx->start) {
+        value[NGX_HTTP_KROUTE_M_LAT] = latency;
+
+        if (ctx->first_byte) {
+            value[NGX_HTTP_KROUTE_M_TTFT] = ttft;
+        }
+    }
+
     ngx_shmtx_lock(&shm->shpool->mutex);
+
+    if (kmcf->redis) {
+        ngx_http_kroute_redis_account(r, ctx, shm, &key, value);
+    }
 
     s = ngx_http_kroute_series_get(shm, &key, hash, r->connection->log);
 
@@ -316,28 +350,15 @@ ngx_http_kroute_shm_account(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
     c = &s->total;
 
     c->requests++;
-
-    if (ctx->status >= 400 || ctx->usage.error_class != KR_ERROR_NONE) {
-        c->errors++;
-    }
-
-    if (ctx->unparsed) {
-        c->unparsed++;
-    }
-
-    if (ctx->usage_source == NGX_HTTP_KROUTE_USAGE_ESTIMATE) {
-        c->estimated++;
-    }
-
-    if (ctx->usage_source != NGX_HTTP_KROUTE_USAGE_NONE) {
-        c->input += ctx->usage.input;
-        c->output += ctx->usage.output;
-        c->cached += ctx->usage.cached > 0 ? ctx->usage.cached : 0;
-        c->cache_write += ctx->usage.cache_write > 0
-                          ? ctx->usage.cache_write : 0;
-        c->reasoning += ctx->usage.reasoning > 0 ? ctx->usage.reasoning : 0;
-        c->cost_pusd += ctx->cost_pusd;
-    }
+    c->errors += value[NGX_HTTP_KROUTE_M_ERR];
+    c->unparsed += value[NGX_HTTP_KROUTE_M_UNPARSED];
+    c->estimated += value[NGX_HTTP_KROUTE_M_ESTIMATED];
+    c->input += value[NGX_HTTP_KROUTE_M_IN];
+    c->output += value[NGX_HTTP_KROUTE_M_OUT];
+    c->cached += value[NGX_HTTP_KROUTE_M_CACHED];
+    c->cache_write += value[NGX_HTTP_KROUTE_M_CW];
+    c->reasoning += value[NGX_HTTP_KROUTE_M_REASON];
+    c->cost_pusd += value[NGX_HTTP_KROUTE_M_COST];
 
     if (ctx->start) {
         c->latency_ms += latency;

@@ -33,6 +33,7 @@
 #define NGX_HTTP_KROUTE_VAR_AGENT           12
 #define NGX_HTTP_KROUTE_VAR_ROUTE_REASON    13
 #define NGX_HTTP_KROUTE_VAR_PARSE           14
+#define NGX_HTTP_KROUTE_VAR_UPSTREAM_HOST   15
 
 #define NGX_HTTP_KROUTE_VAR_INPUT           20
 #define NGX_HTTP_KROUTE_VAR_OUTPUT          21
@@ -64,6 +65,9 @@ static ngx_http_variable_t  ngx_http_kroute_vars[] = {
 
     { ngx_string("kroute_upstream"), NULL, ngx_http_kroute_variable,
       NGX_HTTP_KROUTE_VAR_UPSTREAM, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("kroute_upstream_host"), NULL, ngx_http_kroute_variable,
+      NGX_HTTP_KROUTE_VAR_UPSTREAM_HOST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("kroute_authorization"), NULL, ngx_http_kroute_variable,
       NGX_HTTP_KROUTE_VAR_AUTHORIZATION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -202,6 +206,14 @@ ngx_http_kroute_variable(ngx_http_request_t *r,
     case NGX_HTTP_KROUTE_VAR_UPSTREAM:
         return ngx_http_kroute_set_str(v, ctx->upstream.data,
                                        ctx->upstream.len);
+
+    case NGX_HTTP_KROUTE_VAR_UPSTREAM_HOST:
+        if (ctx->provider == NULL) {
+            break;
+        }
+
+        return ngx_http_kroute_set_str(v, ctx->provider->host.data,
+                                       ctx->provider->host.len);
 
     case NGX_HTTP_KROUTE_VAR_AUTHORIZATION:
         if (ctx->provider == NULL) {
