@@ -156,6 +156,42 @@ $text = $t->metrics || '';
 is(metric_sum($text, 'kroute_requests_total'), 5,
    'after reload with a new catalog: still 5');
 
+# concurrent clients on both workers: nothing lost, nothing doubled
+# (8 clients x 5 requests, alternating the plain reply, P 8, and the
+# stream, P 12)
+
+my $SSE = 'openai-chat-sse-include-usage-reasoning.sse';
+my $JSON = 'openai-chat-resp-plain-reasoning-model.json';
+my @kids;
+for my $k (1 .. 8) {
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        for my $i (1 .. 5) {
+            my $sse = ($k + $i) % 2;
+            $t->post('/v1/chat/completions',
+                     { model => 'gpt-5-nano',
+                       $sse ? (stream => JSON::PP::true) : (),
+                       messages => [ { role => 'user',
+                                       content => 'Hello!' } ] },
+                     headers => [ 'X-Mock-Reply' => $sse ? $SSE : $JSON,
+                                  'X-Feature' => 'load' ],
+                     timeout => 20);
+        }
+        POSIX::_exit(0);
+    }
+    push @kids, $pid;
+}
+waitpid($_, 0) for @kids;
+
+$text = $t->metrics || '';
+is(metric_sum($text, 'kroute_requests_total', { feature => 'load' }), 40,
+   'concurrent: 40 requests counted');
+is(metric_sum($text, 'kroute_tokens_total', { feature => 'load',
+                                               type => 'input' }),
+   20 * 8 + 20 * 12, 'concurrent: input tokens exact');
+is(metric_sum($text, 'kroute_requests_total'), 45, 'concurrent: total 45');
+
 # a real Prometheus scraping the endpoint
 
 SKIP: {
@@ -201,12 +237,12 @@ EOF
     my $deadline = time + 40;
     while (time < $deadline) {
         $requests = $q->('sum(kroute_requests_total)');
-        last if defined $requests && $requests == 5;
+        last if defined $requests && $requests == 45;
         sleep 0.5;
     }
-    is($requests, 5, 'prometheus: sum(kroute_requests_total) is 5');
+    is($requests, 45, 'prometheus: sum(kroute_requests_total) is 45');
     $input = $q->('sum(kroute_tokens_total{type="input"})');
-    is($input, 36, 'prometheus: input tokens 36');
+    is($input, 36 + 400, 'prometheus: input tokens 436');
     my $by = $q->('sum(kroute_requests_total{feature="chat-ui"})');
     is($by, 5, 'prometheus: by feature');
 
