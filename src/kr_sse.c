@@ -96,7 +96,7 @@ kr_sse_dispatch(kr_sse_t *s, uint64_t end, kr_sse_event_pt cb, void *ctx)
     if (s->in_block && s->have_data) {
         ev.event.data = s->event;
         ev.event.len = s->event_len;
-        ev.data = s->buf;
+        ev.data = s->buf ? s->buf : (const unsigned char *) "";
         ev.len = s->len;
         ev.overflow = s->overflow;
         ev.start = s->start;
