@@ -464,8 +464,8 @@ test_payloads(void)
     is_int(kr_usage_anthropic_event(&u, NULL, (const unsigned char *) "{}",
                                     2), 0, "untyped event ignored");
 
-    p = tap_dup("{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}",
-                &len);
+    p = tap_dup("{\"type\":\"error\",\"error\":"
+                "{\"type\":\"rate_limit_error\"}}", &len);
     kr_usage_init(&u);
     is_int(kr_usage_anthropic_response(&u, p, len), 0, "error body read");
     is_int(u.error_class, KR_ERROR_RATE_LIMIT, "error body classified");
