@@ -193,6 +193,8 @@ cmp_ok($r->{events}[-1]{time} - $r->{events}[0]{time}, '>=', 0.8,
 $r = stream(headers => [ 'X-Mock-Cut-After' => 400 ]);
 ok(!$r->{complete}, 'cut stream: client sees an incomplete stream');
 ok(defined $r->{log}, 'cut stream: still logged');
+is($r->{log}{usage_source}, 'estimate',
+   'cut stream before the usage chunk: estimated, not free');
 
 $mock->stop;
 $t->check_error_log;
