@@ -84,7 +84,7 @@ sub chat {
                                   'X-Mock-Reply' => $fixture,
                                   'X-Feature' => 'chat-ui',
                                   'X-User' => $USER, @h ]);
-    $t->log_for($tid);
+    $r->{log} = $t->log_for($tid);
     return $r;
 }
 
@@ -100,7 +100,10 @@ sub cost_pusd_total {
     return $sum;
 }
 
-chat('openai-chat-resp-plain-reasoning-model.json', 0) for 1 .. 2;
+my $first = chat('openai-chat-resp-plain-reasoning-model.json', 0);
+is($first->{log}{feature}, 'chat-ui', '$kroute_feature from a header');
+is($first->{log}{user}, $USER, '$kroute_user from a header, in the log');
+chat('openai-chat-resp-plain-reasoning-model.json', 0);
 chat('openai-chat-sse-include-usage-reasoning.sse', 1);
 chat('openai-error-429-rate-limit-tpm.json', 0);
 
