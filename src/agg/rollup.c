@@ -225,10 +225,11 @@ kr_agg_roll_day_once(redisContext *c, const kr_agg_conf_t *conf,
     int             rc, k, expired, final, drop, found;
     long            h, hend;
     char            stamp[16], hk[16], meta[512], dest[4][512], tmp[4][512];
+    char           *p;
     size_t          i;
     redisReply     *r;
     kr_agg_map_t    maps[4];
-    kr_agg_keys_t   raw[4], watch;
+    kr_agg_keys_t   raw[4], watch, one;
 
     kr_agg_day_key(day, stamp);
     snprintf(meta, sizeof(meta), "%s{agg}:meta:d:%s", conf->prefix, stamp);
@@ -303,12 +304,10 @@ kr_agg_roll_day_once(redisContext *c, const kr_agg_conf_t *conf,
 
         /* late buckets for an expired day: add them to its totals */
         for (k = 0; k < 4; k++) {
-            kr_agg_keys_t  one;
-            char          *p;
-
             p = dest[k];
             one.v = &p;
             one.n = 1;
+            one.cap = 1;
             if (kr_agg_read_into(c, &one, &maps[k], NULL) != 0) {
                 goto done;
             }
@@ -382,10 +381,8 @@ kr_agg_roll_day_once(redisContext *c, const kr_agg_conf_t *conf,
         freeReplyObject(r);
 
         for (k = 0; k < 4; k++) {
-            redisReply  *d;
-
-            d = kr_agg_cmd(c, "DEL %s", tmp[k]);
-            if (kr_agg_simple(c, d, "DEL") != 0) {
+            r = kr_agg_cmd(c, "DEL %s", tmp[k]);
+            if (kr_agg_simple(c, r, "DEL") != 0) {
                 goto done;
             }
         }
