@@ -51,7 +51,7 @@ $(NGX_BUILD)/Makefile: config
 
 $(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_kroute_module.so $@
+	cp $(NGX_BUILD)/objs/ngx_http_kroute_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/unit/%: t/unit/%.c $(PURE_SRCS) $(WEIGHTS_SRC) $(wildcard src/kr_*.h)
 	@mkdir -p $(@D)

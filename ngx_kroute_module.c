@@ -28,6 +28,8 @@ static char *ngx_http_kroute_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_kroute_fallback(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_kroute_set_size(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_kroute_classifier_weights(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
@@ -148,14 +150,14 @@ static ngx_command_t  ngx_http_kroute_commands[] = {
 
     { ngx_string("kroute_body_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_size_slot,
+      ngx_http_kroute_set_size,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_kroute_loc_conf_t, body_max_size),
       NULL },
 
     { ngx_string("kroute_response_buffer_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_size_slot,
+      ngx_http_kroute_set_size,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_kroute_loc_conf_t, response_buffer_size),
       NULL },
@@ -419,6 +421,37 @@ ngx_http_kroute_fallback(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     klcf->fallback_name = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/* ngx_conf_set_size_slot() that names the bad value */
+
+static char *
+ngx_http_kroute_set_size(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    size_t     *sp;
+    ngx_str_t  *value;
+
+    sp = (size_t *) (p + cmd->offset);
+
+    if (*sp != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    *sp = ngx_parse_size(&value[1]);
+
+    if (*sp == (size_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid size \"%V\" in \"%V\"", &value[1],
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -30,11 +30,15 @@ static ngx_int_t ngx_http_kroute_add_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_kroute_meter(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *p, size_t len);
+static ngx_int_t ngx_http_kroute_inflate_init(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx);
 static ngx_int_t ngx_http_kroute_meter_plain(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *p, size_t len);
 static int ngx_http_kroute_sse_event(void *data, const kr_sse_event_t *ev);
 static ngx_int_t ngx_http_kroute_strip(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_kroute_strip_bytes(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, u_char *p, size_t len, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_kroute_emit_ready(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, size_t ready, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_kroute_emit(ngx_http_request_t *r,
@@ -160,11 +164,24 @@ ngx_http_kroute_header_filter(ngx_http_request_t *r)
 
         kr_sse_init(&ctx->sse, ctx->body, ctx->body_size);
 
-        if (ctx->injected && !ctx->gzip && !ctx->zerror) {
+        if (ctx->injected && !ctx->zerror) {
             ctx->hold = ngx_create_temp_buf(r->pool,
                                             klcf->response_buffer_size);
             if (ctx->hold == NULL) {
                 return NGX_ERROR;
+            }
+
+            if (ctx->gzip) {
+                if (ngx_http_kroute_inflate_init(r, ctx) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                /* the stream is edited: it goes out inflated */
+
+                if (!ctx->zerror) {
+                    r->headers_out.content_encoding->hash = 0;
+                    r->headers_out.content_encoding = NULL;
+                }
             }
 
             ngx_http_clear_content_length(r);
@@ -269,31 +286,17 @@ ngx_http_kroute_meter(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
         return ngx_http_kroute_meter_plain(r, ctx, p, len);
     }
 
-    zs = ctx->zstream;
-
-    if (zs == NULL) {
-        zs = ngx_pcalloc(r->pool, sizeof(z_stream));
-        ctx->zbuf = ngx_pnalloc(r->pool, 16384);
-
-        if (zs == NULL || ctx->zbuf == NULL) {
+    if (ctx->zstream == NULL) {
+        if (ngx_http_kroute_inflate_init(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        zs->zalloc = ngx_http_kroute_zalloc;
-        zs->zfree = ngx_http_kroute_zfree;
-        zs->opaque = r->pool;
-
-        /* 32 + MAX_WBITS: a gzip or zlib header, told apart by zlib */
-
-        if (inflateInit2(zs, 32 + MAX_WBITS) != Z_OK) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "kroute: inflateInit2() failed");
-            ctx->zerror = 1;
+        if (ctx->zerror) {
             return NGX_OK;
         }
-
-        ctx->zstream = zs;
     }
+
+    zs = ctx->zstream;
 
     zs->next_in = p;
     zs->avail_in = len;
@@ -330,6 +333,38 @@ ngx_http_kroute_meter(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
             break;
         }
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_kroute_inflate_init(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx)
+{
+    z_stream  *zs;
+
+    zs = ngx_pcalloc(r->pool, sizeof(z_stream));
+    ctx->zbuf = ngx_pnalloc(r->pool, 16384);
+
+    if (zs == NULL || ctx->zbuf == NULL) {
+        return NGX_ERROR;
+    }
+
+    zs->zalloc = ngx_http_kroute_zalloc;
+    zs->zfree = ngx_http_kroute_zfree;
+    zs->opaque = r->pool;
+
+    /* 32 + MAX_WBITS: a gzip or zlib header, told apart by zlib */
+
+    if (inflateInit2(zs, 32 + MAX_WBITS) != Z_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "kroute: inflateInit2() failed");
+        ctx->zerror = 1;
+        return NGX_OK;
+    }
+
+    ctx->zstream = zs;
 
     return NGX_OK;
 }
@@ -454,12 +489,13 @@ static ngx_int_t
 ngx_http_kroute_strip(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    u_char        *p;
-    size_t         len, n, ready;
-    ngx_int_t      rc;
-    ngx_buf_t     *b;
-    ngx_uint_t     last, flush;
-    ngx_chain_t   *cl, *out, **ll;
+    int           zrc;
+    size_t        n;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    z_stream     *zs;
+    ngx_uint_t    last, flush;
+    ngx_chain_t  *cl, *out, **ll;
 
     out = NULL;
     ll = &out;
@@ -477,56 +513,66 @@ ngx_http_kroute_strip(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
             flush = 1;
         }
 
-        if (!ngx_buf_in_memory(b)) {
+        if (!ngx_buf_in_memory(b) || b->last == b->pos) {
             continue;
         }
 
-        p = b->pos;
-        len = b->last - b->pos;
-        b->pos = b->last;
+        if (ctx->first_byte == 0) {
+            ctx->first_byte = ngx_current_msec;
+        }
 
-        while (len) {
-            if (ctx->first_byte == 0) {
-                ctx->first_byte = ngx_current_msec;
+        if (!ctx->gzip) {
+            rc = ngx_http_kroute_strip_bytes(r, ctx, b->pos, b->last - b->pos,
+                                             &ll);
+            b->pos = b->last;
+
+            if (rc != NGX_OK) {
+                return NGX_ERROR;
             }
 
-            n = ngx_min(len, (size_t) (ctx->hold->end - ctx->hold->last));
+            continue;
+        }
 
-            if (kr_sse_feed(&ctx->sse, p, n, ngx_http_kroute_sse_event, ctx)
-                != 0)
+        /* the client gets the stream inflated: it cannot be edited else */
+
+        zs = ctx->zstream;
+
+        zs->next_in = b->pos;
+        zs->avail_in = b->last - b->pos;
+        b->pos = b->last;
+
+        while (zs->avail_in && !ctx->zerror) {
+            zs->next_out = ctx->zbuf;
+            zs->avail_out = 16384;
+
+            zrc = inflate(zs, Z_NO_FLUSH);
+
+            n = 16384 - zs->avail_out;
+
+            if (n && ngx_http_kroute_strip_bytes(r, ctx, ctx->zbuf, n, &ll)
+                     != NGX_OK)
             {
                 return NGX_ERROR;
             }
 
-            ctx->hold->last = ngx_cpymem(ctx->hold->last, p, n);
-            ctx->stream_off += n;
-            p += n;
-            len -= n;
-
-            if (ctx->safe_off < ctx->emitted_off) {
-                ctx->safe_off = ctx->emitted_off;
+            if (zrc == Z_STREAM_END) {
+                inflateEnd(zs);
+                ctx->zerror = 1;
+                break;
             }
 
-            ready = ctx->safe_off - ctx->emitted_off;
-
-            if (ready == 0 && ctx->hold->last == ctx->hold->end) {
-                /* an event longer than the buffer: it goes on as is */
-                ready = ctx->hold->last - ctx->hold->pos;
+            if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "kroute: inflate() failed on the response: %d",
+                              zrc);
+                inflateEnd(zs);
+                ctx->zerror = 1;
+                break;
             }
 
-            if (ready == 0) {
-                continue;
+            if (zrc == Z_BUF_ERROR && n == 0) {
+                break;
             }
-
-            if (ngx_http_kroute_emit_ready(r, ctx, ready, &ll) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            ctx->emitted_off += ready;
-
-            n = ctx->hold->last - ctx->hold->pos - ready;
-            ngx_memmove(ctx->hold->pos, ctx->hold->pos + ready, n);
-            ctx->hold->last = ctx->hold->pos + n;
         }
     }
 
@@ -570,6 +616,55 @@ ngx_http_kroute_strip(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
                             (ngx_buf_tag_t) &ngx_http_kroute_module);
 
     return rc;
+}
+
+
+static ngx_int_t
+ngx_http_kroute_strip_bytes(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
+    u_char *p, size_t len, ngx_chain_t ***ll)
+{
+    size_t  n, ready;
+
+    while (len) {
+        n = ngx_min(len, (size_t) (ctx->hold->end - ctx->hold->last));
+
+        if (kr_sse_feed(&ctx->sse, p, n, ngx_http_kroute_sse_event, ctx) != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->hold->last = ngx_cpymem(ctx->hold->last, p, n);
+        ctx->stream_off += n;
+        p += n;
+        len -= n;
+
+        if (ctx->safe_off < ctx->emitted_off) {
+            ctx->safe_off = ctx->emitted_off;
+        }
+
+        ready = ctx->safe_off - ctx->emitted_off;
+
+        if (ready == 0 && ctx->hold->last == ctx->hold->end) {
+            /* an event longer than the buffer: it goes on as is */
+            ready = ctx->hold->last - ctx->hold->pos;
+        }
+
+        if (ready == 0) {
+            continue;
+        }
+
+        if (ngx_http_kroute_emit_ready(r, ctx, ready, ll) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->emitted_off += ready;
+
+        n = ctx->hold->last - ctx->hold->pos - ready;
+        ngx_memmove(ctx->hold->pos, ctx->hold->pos + ready, n);
+        ctx->hold->last = ctx->hold->pos + n;
+    }
+
+    return NGX_OK;
 }
 
 
