@@ -39,6 +39,9 @@
 /* bytes of the first and last sentences read as the instruction */
 #define KR_CLS_INSTR_MAX  240
 
+/* bytes of the start and of the end of the message read as the body */
+#define KR_CLS_BODY_MAX   256
+
 #define KR_CLS_HDR_SIZE   56
 #define KR_CLS_FNV_BASIS  2166136261u
 #define KR_CLS_FNV_PRIME  16777619u
@@ -50,12 +53,13 @@ struct kr_classifier_s {
 };
 
 
+/* size_t fields: stores through ids cannot alias them */
 typedef struct {
     uint32_t               *ids;
     size_t                  n;
     size_t                  max;
-    unsigned                shift;
-    uint32_t                count[KR_CLASSIFY_NS_N];
+    size_t                  shift;
+    size_t                  count[KR_CLASSIFY_NS_N];
 } kr_cls_feat_t;
 
 
@@ -72,12 +76,12 @@ typedef struct {
 
 static uint32_t kr_cls_mix(uint32_t h);
 static void kr_cls_tables(void);
-static void kr_cls_emit(kr_cls_feat_t *f, unsigned ns, uint32_t h);
+static inline void kr_cls_emit(kr_cls_feat_t *f, unsigned ns, uint32_t h);
 static uint32_t kr_cls_str_hash(const char *s);
-static size_t kr_cls_decode(const unsigned char *p, const unsigned char *end,
+static inline size_t kr_cls_decode(const unsigned char *p, const unsigned char *end,
     uint32_t *cp);
-static int kr_cls_is_cjk(uint32_t c);
-static int kr_cls_is_sep(uint32_t c);
+static inline int kr_cls_is_cjk(uint32_t c);
+static inline int kr_cls_is_sep(uint32_t c);
 static void kr_cls_words(kr_cls_feat_t *f, const unsigned char *p,
     const unsigned char *end, unsigned ns1, unsigned ns2,
     kr_cls_stats_t *st, uint32_t *first, uint32_t *last);
@@ -658,7 +662,8 @@ kr_classify_features(const kr_classify_input_t *in, unsigned bits,
     unsigned               i, m;
     kr_cls_feat_t          f;
     kr_cls_stats_t         st;
-    const unsigned char   *u, *a_end, *b, *b_end, *head_end, *tail, *s;
+    const unsigned char   *u, *a_end, *b, *b_end, *head_end, *tail, *s, *t;
+    const unsigned char   *e;
 
     if (!kr_cls_tables_ready) {
         kr_cls_tables();
@@ -689,8 +694,23 @@ kr_classify_features(const kr_classify_input_t *in, unsigned bits,
 
     /* body */
 
-    kr_cls_words(&f, u, a_end, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
-    kr_cls_words(&f, b, b_end, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+    if (b == b_end && (size_t) (a_end - u) <= 2 * KR_CLS_BODY_MAX) {
+        kr_cls_words(&f, u, a_end, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+
+    } else {
+        s = (size_t) (a_end - u) > KR_CLS_BODY_MAX
+            ? kr_cls_boundary(u + KR_CLS_BODY_MAX, u, a_end) : a_end;
+        kr_cls_words(&f, u, s, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+
+        t = b < b_end ? b : s;
+        e = b < b_end ? b_end : a_end;
+
+        if ((size_t) (e - t) > KR_CLS_BODY_MAX) {
+            t = kr_cls_boundary(e - KR_CLS_BODY_MAX, t, e);
+        }
+
+        kr_cls_words(&f, t, e, KR_NS_BODY, KR_NS_BODY2, &st, NULL, NULL);
+    }
 
     /* instruction: first and last sentences */
 
@@ -795,8 +815,9 @@ kr_classify_features(const kr_classify_input_t *in, unsigned bits,
     }
 
     for (i = 0; i < KR_CLASSIFY_NS_N; i++) {
-        value[i] = f.count[i] ? kr_cls_ns_weight[i] / sqrtf(f.count[i])
-                              : 0.0f;
+        value[i] = f.count[i]
+                   ? kr_cls_ns_weight[i] / sqrtf((float) f.count[i])
+                   : 0.0f;
     }
 
     value[KR_NS_CUE] = kr_cls_ns_weight[KR_NS_CUE];

@@ -48,7 +48,7 @@ kr_eval_now(void)
 {
     struct timespec  ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }

@@ -65,8 +65,8 @@ kr_train_usage(void)
         "  -c FILE      write the C source of the compiled-in default\n"
         "  -b BITS      log2 of hash buckets (default 16)\n"
         "  -e N         epochs (default 30)\n"
-        "  -r RATE      AdaGrad learning rate (default 0.5)\n"
-        "  -l L2        L2 penalty per example (default 1e-5)\n"
+        "  -r RATE      AdaGrad learning rate (default 0.05)\n"
+        "  -l L2        L2 penalty per example (default 3e-4)\n"
         "  -s SEED      shuffle seed (default 1)\n"
         "  -k K -f F    hold out rows with index %% K == F, report on them\n"
         "  -u           do not balance class weights\n"
@@ -286,8 +286,8 @@ main(int argc, char **argv)
     memset(&conf, 0, sizeof(conf));
     conf.bits = 16;
     conf.epochs = 30;
-    conf.rate = 0.5;
-    conf.l2 = 1e-5;
+    conf.rate = 0.05;
+    conf.l2 = 3e-4;
     conf.seed = 1;
     conf.balance = 1;
     out = NULL;
@@ -406,10 +406,6 @@ main(int argc, char **argv)
         printf("held out, int8 weights:  ");
         kr_tool_report(&cmq, stdout, conf.verbose);
     }
-
-    size_t nz = 0;
-    for (i = 0; i < nb; i++) nz += q[i] != 0;
-    fprintf(stderr, "nonzero %zu of %zu\n", nz, nb);
 
     if (out) {
         fp = fopen(out, "wb");

@@ -240,12 +240,13 @@ kr_tool_read(kr_tool_set_t *set, const char *path)
 static inline double
 kr_tool_report(const kr_tool_confusion_t *cm, FILE *out, int verbose)
 {
-    int            g, p;
+    int            g, p, present;
     double         prec, rec, f1, macro;
     unsigned long  tp, np, ng, ok;
 
     macro = 0.0;
     ok = 0;
+    present = 0;
 
     if (verbose) {
         fprintf(out, "%-15s %6s %6s %6s %5s\n", "task", "P", "R", "F1", "n");
@@ -265,7 +266,12 @@ kr_tool_report(const kr_tool_confusion_t *cm, FILE *out, int verbose)
         prec = np ? (double) tp / np : 0.0;
         rec = ng ? (double) tp / ng : 0.0;
         f1 = prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0.0;
-        macro += f1;
+        /* macro average over the tasks the gold labels hold */
+
+        if (ng) {
+            macro += f1;
+            present++;
+        }
 
         if (verbose) {
             fprintf(out, "%-15s %6.3f %6.3f %6.3f %5lu\n", kr_task_name(g),
@@ -273,7 +279,7 @@ kr_tool_report(const kr_tool_confusion_t *cm, FILE *out, int verbose)
         }
     }
 
-    macro /= KR_TASK_N;
+    macro = present ? macro / present : 0.0;
 
     fprintf(out, "rows %lu accuracy %.4f macro-F1 %.4f\n", cm->n,
             cm->n ? (double) ok / cm->n : 0.0, macro);
