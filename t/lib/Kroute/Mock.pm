@@ -46,6 +46,16 @@ our $VERSION = '0.01';
 my $T_DIR = File::Spec->rel2abs(
     File::Spec->catdir(dirname(__FILE__), '..', '..'));
 
+# mock servers this process started, stopped however the test ends
+my %RUNNING;
+
+END {
+    local $?;
+    for my $m (values %RUNNING) {
+        $m->stop if $m && $m->{parent} == $$;
+    }
+}
+
 
 sub fixtures_dir {
     return File::Spec->catdir($T_DIR, 'fixtures', 'providers');
@@ -100,6 +110,8 @@ sub start {
     my $self = bless { pid => $pid, port => $port, log => $log,
                        name => $name, stderr => $err, parent => $$ },
                      $class;
+
+    $RUNNING{"$self"} = $self;
 
     for (1 .. 100) {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -171,6 +183,7 @@ sub clear {
 
 sub stop {
     my ($self) = @_;
+    delete $RUNNING{"$self"};
     return unless $self->{pid};
     kill 'TERM', $self->{pid};
     for (1 .. 50) {

@@ -34,6 +34,22 @@ our $NGINX = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $ROOT = File::Spec->rel2abs(
     File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
 
+# nginx instances this process started, stopped however the test ends:
+# a test killed by a signal (a closed pipe, ^C) exits through END too
+
+my %RUNNING;
+
+for my $sig (qw(INT TERM HUP PIPE)) {
+    $SIG{$sig} = sub { exit 1 };
+}
+
+END {
+    local $?;
+    for my $t (values %RUNNING) {
+        $t->stop if $t && $t->{parent} == $$;
+    }
+}
+
 
 sub repo_root { $ROOT }
 
@@ -282,6 +298,7 @@ sub run {
         POSIX::_exit(127);
     }
     $self->{pid} = $pid;
+    $RUNNING{"$self"} = $self;
 
     my $deadline = time + 10;
     while (time < $deadline) {
@@ -358,6 +375,7 @@ sub reload {
 
 sub stop {
     my ($self) = @_;
+    delete $RUNNING{"$self"};
     my $pid = delete $self->{pid} or return;
     kill 'QUIT', $pid;
     my $deadline = time + 10;
