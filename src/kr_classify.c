@@ -78,8 +78,8 @@ static uint32_t kr_cls_mix(uint32_t h);
 static void kr_cls_tables(void);
 static inline void kr_cls_emit(kr_cls_feat_t *f, unsigned ns, uint32_t h);
 static uint32_t kr_cls_str_hash(const char *s);
-static inline size_t kr_cls_decode(const unsigned char *p, const unsigned char *end,
-    uint32_t *cp);
+static inline size_t kr_cls_decode(const unsigned char *p,
+    const unsigned char *end, uint32_t *cp);
 static inline int kr_cls_is_cjk(uint32_t c);
 static inline int kr_cls_is_sep(uint32_t c);
 static void kr_cls_words(kr_cls_feat_t *f, const unsigned char *p,
@@ -127,7 +127,10 @@ static const float  kr_cls_ns_weight[KR_CLASSIFY_NS_N] = {
 };
 
 
-/* ASCII character classes and folding, filled on first use */
+/*
+ * ASCII character classes and folding, filled on first use (at
+ * configuration time in the gateway; refilling gives the same bytes)
+ */
 #define KR_CLS_WORD       0x01
 #define KR_CLS_DIGIT      0x02
 #define KR_CLS_CODE       0x04
@@ -924,7 +927,8 @@ kr_classifier_image_write(const kr_classifier_image_t *img,
         kr_cls_put32(buf + 24 + 4 * c, u);
     }
 
-    memcpy(buf + KR_CLS_HDR_SIZE, img->weights, (size_t) KR_TASK_N << img->bits);
+    memcpy(buf + KR_CLS_HDR_SIZE, img->weights,
+           (size_t) KR_TASK_N << img->bits);
 
     kr_cls_put32(buf + total - 4, kr_cls_fnv(buf, total - 4));
 
@@ -1020,6 +1024,10 @@ kr_classifier_from_memory(const unsigned char *buf, size_t size, char *err,
 {
     kr_classifier_t  *cls;
 
+    if (!kr_cls_tables_ready) {
+        kr_cls_tables();
+    }
+
     cls = calloc(1, sizeof(kr_classifier_t));
     if (cls == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -1112,6 +1120,10 @@ kr_classifier_default(void)
 
     if (kr_cls_default_state == 0) {
         kr_cls_default_state = -1;
+
+        if (!kr_cls_tables_ready) {
+            kr_cls_tables();
+        }
 
         if (kr_classifier_image_parse(&kr_cls_default.img,
                                       kr_classify_default_image,

@@ -71,7 +71,8 @@ static const t_prompt_t  prompts[] = {
       "Rewrite this message so it sounds more polite:\n\nSend me the "
       "report now, you are late again." },
     { KR_TASK_REWRITE, NULL,
-      "请把下面这段话翻译成英文：今天天气很好，我们去公园散步吧。" },
+      "请把下面这段话翻译成英文："
+      "今天天气很好，我们去公园散步吧。" },
 
     { KR_TASK_GENERATION, NULL,
       "Write a short poem about autumn leaves falling in an empty park." },
