@@ -176,6 +176,13 @@ static ngx_command_t  ngx_http_kroute_commands[] = {
       offsetof(ngx_http_kroute_loc_conf_t, headers),
       NULL },
 
+    { ngx_string("kroute_task"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_kroute_task_rule,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("kroute_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_kroute_metrics,
@@ -345,6 +352,7 @@ ngx_http_kroute_create_loc_conf(ngx_conf_t *cf)
     conf->response_buffer_size = NGX_CONF_UNSET_SIZE;
     conf->invalid_body = NGX_CONF_UNSET_UINT;
     conf->headers = NGX_CONF_UNSET;
+    conf->rules = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -374,6 +382,7 @@ ngx_http_kroute_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->invalid_body, prev->invalid_body,
                               NGX_HTTP_KROUTE_INVALID_REJECT);
     ngx_conf_merge_value(conf->headers, prev->headers, 1);
+    ngx_conf_merge_ptr_value(conf->rules, prev->rules, NULL);
     ngx_conf_merge_str_value(conf->fallback_name, prev->fallback_name, "");
 
     if (conf->response_buffer_size < 1024) {

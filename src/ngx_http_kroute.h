@@ -117,6 +117,18 @@ typedef struct {
 
 
 typedef struct {
+    ngx_uint_t                     task;
+    ngx_uint_t                     index;
+    ngx_regex_t                   *system;
+    ngx_regex_t                   *user;
+    ngx_int_t                      tools;            /* -1: either */
+    ngx_int_t                      json;             /* -1: either */
+    size_t                         context_min;
+    size_t                         messages_min;
+} ngx_http_kroute_rule_t;
+
+
+typedef struct {
     ngx_flag_t                     enable;
     ngx_uint_t                     format;
     ngx_str_t                      route_alias;
@@ -131,6 +143,7 @@ typedef struct {
     size_t                         response_buffer_size;
     ngx_uint_t                     invalid_body;
     ngx_flag_t                     headers;
+    ngx_array_t                   *rules;
 } ngx_http_kroute_loc_conf_t;
 
 
@@ -205,6 +218,7 @@ typedef struct {
     ngx_http_kroute_model_t       *model;
     ngx_http_kroute_provider_t    *provider;
     ngx_uint_t                     task;
+    ngx_int_t                      rule;
     ngx_str_t                      model_requested;
     ngx_str_t                      upstream;
     ngx_str_t                      route_reason;
@@ -263,6 +277,12 @@ char *ngx_http_kroute_provider(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_kroute_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_kroute_model_t *ngx_http_kroute_find_model(
     ngx_http_kroute_main_conf_t *kmcf, u_char *name, size_t len);
+
+/* task rules */
+char *ngx_http_kroute_task_rule(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_kroute_rules_match(ngx_http_request_t *r,
+    ngx_http_kroute_loc_conf_t *klcf, kr_classify_input_t *in);
 
 /* request phase: body, classification, routing, rewrite */
 ngx_int_t ngx_http_kroute_handler(ngx_http_request_t *r);

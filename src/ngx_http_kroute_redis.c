@@ -28,6 +28,7 @@
 #define NGX_HTTP_KROUTE_KIND_HOUR        0
 #define NGX_HTTP_KROUTE_KIND_USER        1
 #define NGX_HTTP_KROUTE_KIND_USER_FEAT   2
+#define NGX_HTTP_KROUTE_KIND_USER_COHORT 3
 
 #define NGX_HTTP_KROUTE_BATCH_RECORDS    2000
 
@@ -111,6 +112,10 @@ static const char  ngx_http_kroute_script[] =
 static const char  *ngx_http_kroute_metric_names[] = {
     "req", "err", "in", "out", "cached", "cw", "reason", "cost_pusd",
     "lat_ms", "ttft_ms", "unparsed", "estimated"
+};
+
+static const char  *ngx_http_kroute_kind_names[] = {
+    "h", "ud", "ufd", "ucd"
 };
 
 static const char  *ngx_http_kroute_user_metric_names[] = {
@@ -518,6 +523,15 @@ ngx_http_kroute_redis_account(ngx_http_request_t *r,
                            NGX_HTTP_KROUTE_DIM_MAX));
 
     ngx_http_kroute_delta_add(shm, NGX_HTTP_KROUTE_KIND_USER_FEAT, day,
+                              buf, p - buf, user, 4, r->connection->log);
+
+    p = ngx_cpymem(buf, ctx->user.data, ngx_min(ctx->user.len, 256));
+    *p++ = 0x1f;
+    p = ngx_cpymem(p, ctx->dims[NGX_HTTP_KROUTE_DIM_COHORT].data,
+                   ngx_min(ctx->dims[NGX_HTTP_KROUTE_DIM_COHORT].len,
+                           NGX_HTTP_KROUTE_DIM_MAX));
+
+    ngx_http_kroute_delta_add(shm, NGX_HTTP_KROUTE_KIND_USER_COHORT, day,
                               buf, p - buf, user, 4, r->connection->log);
 }
 
@@ -989,11 +1003,8 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
         argv[argc] = (char *) p;
         argvlen[argc++] = ngx_sprintf(p, "%V{%V}:%s:%uD", &rc_conf->prefix,
                                       &rc_conf->instance,
-                                      recs[i]->kind == NGX_HTTP_KROUTE_KIND_HOUR
-                                      ? "h"
-                                      : recs[i]->kind
-                                        == NGX_HTTP_KROUTE_KIND_USER
-                                        ? "ud" : "ufd",
+                                      ngx_http_kroute_kind_names[
+                                                              recs[i]->kind],
                                       recs[i]->bucket) - p;
         nkeys++;
     }

@@ -30,8 +30,8 @@ static ngx_int_t ngx_http_kroute_attribution(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *body);
 static void ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst,
     ngx_str_t *src, size_t max);
-static void ngx_http_kroute_classify(ngx_http_kroute_ctx_t *ctx,
-    ngx_http_kroute_main_conf_t *kmcf);
+static void ngx_http_kroute_classify(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, ngx_http_kroute_main_conf_t *kmcf);
 static ngx_int_t ngx_http_kroute_route(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *body);
 static ngx_int_t ngx_http_kroute_rewrite(ngx_http_request_t *r,
@@ -86,6 +86,7 @@ ngx_http_kroute_handler(ngx_http_request_t *r)
 
     kr_usage_init(&ctx->usage);
     ctx->task = KR_TASK_N;
+    ctx->rule = -1;
     ctx->format = klcf->format;
 
     ngx_http_set_ctx(r, ctx, ngx_http_kroute_module);
@@ -237,7 +238,7 @@ ngx_http_kroute_process(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
 
     ctx->est_input = kr_request_estimate_input_tokens(&ctx->req);
 
-    ngx_http_kroute_classify(ctx, kmcf);
+    ngx_http_kroute_classify(r, ctx, kmcf);
 
     rc = ngx_http_kroute_route(r, ctx, body);
 
@@ -446,15 +447,17 @@ ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst, ngx_str_t *src,
 
 
 static void
-ngx_http_kroute_classify(ngx_http_kroute_ctx_t *ctx,
+ngx_http_kroute_classify(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
     ngx_http_kroute_main_conf_t *kmcf)
 {
-    int                    task;
-    u_char                 system[KR_CLASSIFY_SYSTEM_MAX];
-    u_char                 user[KR_CLASSIFY_HEAD_MAX + KR_CLASSIFY_TAIL_MAX
-                                + 1];
-    kr_classify_input_t    in;
-    kr_classify_result_t   res;
+    int                          task;
+    u_char                       system[KR_CLASSIFY_SYSTEM_MAX];
+    u_char                       user[KR_CLASSIFY_HEAD_MAX
+                                      + KR_CLASSIFY_TAIL_MAX + 1];
+    ngx_int_t                    rule;
+    kr_classify_input_t          in;
+    kr_classify_result_t         res;
+    ngx_http_kroute_loc_conf_t  *klcf;
 
     ngx_memzero(&in, sizeof(kr_classify_input_t));
 
@@ -478,6 +481,16 @@ ngx_http_kroute_classify(ngx_http_kroute_ctx_t *ctx,
                          == KR_RESPONSE_FORMAT_JSON_OBJECT
                      || ctx->req.response_format
                          == KR_RESPONSE_FORMAT_JSON_SCHEMA;
+
+    klcf = ngx_http_get_module_loc_conf(r, ngx_http_kroute_module);
+
+    rule = ngx_http_kroute_rules_match(r, klcf, &in);
+
+    if (rule >= 0) {
+        ctx->rule = rule;
+        ctx->task = ((ngx_http_kroute_rule_t *) klcf->rules->elts)[rule].task;
+        return;
+    }
 
     task = kr_classify(kmcf->classifier, &in, &res);
 
