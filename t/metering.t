@@ -146,7 +146,7 @@ my @cases = (
 # plain: 8 * 2 + 377 * 8 = 3032 micro-USD
 # cache write: (4020 - 4012) * 5 + 4012 * 7 + 4 * 20 = 28204 micro-USD
 # anthropic cache read: 3 * 3 + 1111 * 1 + 406 * 15 = 7210 micro-USD
-# two tools at 2.5/10: 149 * 2.5 + 60 * 10 = 972.5 micro-USD -> 972
+# two tools at 2.5/10: 149 * 2.5 + 60 * 10 = 972.5 micro-USD, kept exact
 
 is(cost_pusd('gpt-5-nano', 8, 377, 0, 0), 3_032_000_000, 'cost check plain');
 is(cost_pusd('gpt-5.6-sol', 4020, 4, 0, 4012), 28_204_000_000,
@@ -205,8 +205,7 @@ for my $case (@cases) {
                   "$what: input output cached cache_write reasoning");
         is($l->{usage_source}, 'provider', "$what: usage source");
         is($l->{model_reported}, $reported, "$what: model reported");
-        is($l->{cost_micro_usd}, int($pusd / 1_000_000),
-           "$what: cost micro-USD");
+        is($l->{cost_micro_usd}, micro_usd($pusd), "$what: cost micro-USD");
         is(usd_to_pusd($l->{cost_usd}), $pusd,
            "$what: cost USD $l->{cost_usd} is exact");
     }
@@ -274,4 +273,16 @@ sub request_body {
     $b->{max_tokens} = 1024 if $anthropic;
     $b->{stream} = JSON::PP::true if $stream;
     return $b;
+}
+
+
+# micro-USD as $kroute_cost_micro_usd prints it: the fraction kept, trailing
+# zeros trimmed
+
+sub micro_usd {
+    my ($pusd) = @_;
+    my $s = sprintf('%d.%06d', int($pusd / 1_000_000), $pusd % 1_000_000);
+    $s =~ s/0+$//;
+    $s =~ s/\.$//;
+    return $s;
 }
