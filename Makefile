@@ -94,5 +94,17 @@ demo: deps all
 bench: all
 	./bench/run
 
+weights: $(BUILD)/kr-train
+	$(BUILD)/kr-train -o conf-examples/kroute-classifier.weights \
+	    -c src/kr_classify_weights.c t/fixtures/prompts/train.jsonl
+
+PREFIX       ?= /usr/local
+MODULES_DIR  ?= /usr/lib/nginx/modules
+
+install: all
+	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(MODULE) $(DESTDIR)$(MODULES_DIR)/
+	install -m 755 $(AGG_BIN) $(DESTDIR)$(PREFIX)/bin/
+
 clean:
 	rm -rf $(BUILD)
