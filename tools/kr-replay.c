@@ -59,6 +59,7 @@ typedef struct {
 
 typedef struct {
     const char           *path;
+    char                 *buf;             /* names point into it */
     kr_route_model_t      models[KR_REPLAY_MODELS_MAX];
     size_t                n_models;
     kr_replay_alias_t     aliases[KR_REPLAY_ALIASES_MAX];
@@ -119,7 +120,7 @@ main(int argc, char **argv)
     int                   i, bar, json, baseline, rc, explain;
     char                 *end;
     FILE                 *f;
-    size_t                size;
+    size_t                size, k;
     ssize_t               len;
     unsigned              lineno;
     const char           *catalog, *requests, *baseline_name, *alias;
@@ -223,14 +224,17 @@ main(int argc, char **argv)
 
     cat = calloc(1, sizeof(kr_replay_catalog_t));
     t = calloc(1, sizeof(kr_replay_totals_t));
+    f = NULL;
+    line = NULL;
+    rc = 2;
 
     if (cat == NULL || t == NULL) {
         fprintf(stderr, "%s: out of memory\n", kr_replay_prog);
-        return 2;
+        goto done;
     }
 
     if (kr_replay_catalog(cat, catalog) != 0) {
-        return 2;
+        goto done;
     }
 
     if (baseline_name != NULL) {
@@ -239,7 +243,7 @@ main(int argc, char **argv)
         if (baseline < 0) {
             fprintf(stderr, "%s: baseline model \"%s\" is not in the "
                     "catalog\n", kr_replay_prog, baseline_name);
-            return 2;
+            goto done;
         }
 
     } else {
@@ -265,10 +269,9 @@ main(int argc, char **argv)
     if (f == NULL) {
         fprintf(stderr, "%s: cannot open requests \"%s\": %s\n",
                 kr_replay_prog, requests, strerror(errno));
-        return 2;
+        goto done;
     }
 
-    line = NULL;
     size = 0;
     lineno = 0;
 
@@ -280,30 +283,46 @@ main(int argc, char **argv)
             != 0)
         {
             fprintf(stderr, "%s: out of memory\n", kr_replay_prog);
-            return 2;
+            goto done;
         }
     }
 
     if (ferror(f)) {
         fprintf(stderr, "%s: cannot read requests \"%s\": %s\n",
                 kr_replay_prog, requests, strerror(errno));
-        return 2;
+        goto done;
     }
-
-    free(line);
-
-    if (f != stdin) {
-        fclose(f);
-    }
-
-    rc = 0;
 
     if (json) {
         rc = kr_replay_json(cat, t, bar, baseline);
 
     } else {
         kr_replay_text(cat, t, bar, baseline);
+        rc = 0;
     }
+
+done:
+
+    if (f != NULL && f != stdin) {
+        fclose(f);
+    }
+
+    free(line);
+
+    if (cat != NULL) {
+        for (k = 0; k < cat->n_providers; k++) {
+            free(cat->providers[k]);
+        }
+
+        for (k = 0; k < cat->n_aliases; k++) {
+            free(cat->aliases[k].name);
+        }
+
+        free(cat->buf);
+        free(cat);
+    }
+
+    free(t);
 
     return rc;
 }
@@ -365,6 +384,7 @@ kr_replay_catalog(kr_replay_catalog_t *cat, const char *path)
     }
 
     buf = malloc((size_t) size + 1);
+    cat->buf = buf;
 
     if (buf == NULL || fread(buf, 1, (size_t) size, f) != (size_t) size) {
         fprintf(stderr, "%s: cannot read catalog \"%s\"\n", kr_replay_prog,
@@ -478,8 +498,6 @@ kr_replay_catalog(kr_replay_catalog_t *cat, const char *path)
                 kr_replay_prog, path);
         return -1;
     }
-
-    /* buf stays: names and aliases point into it */
 
     return 0;
 }
