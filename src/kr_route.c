@@ -161,10 +161,10 @@ kr_route_pick(const kr_route_model_t *m, size_t n,
     const kr_route_input_t *in, kr_route_result_t *res)
 {
     int             best, cbest, arm, split, listed;
+    char            num[24];
     size_t          i, j;
     uint64_t        cost, best_cost, cbest_cost;
     kr_route_buf_t  b;
-    char            num[24];
 
     memset(res, 0, offsetof(kr_route_result_t, explain));
     res->chosen = -1;
