@@ -71,6 +71,20 @@ static ngx_command_t  ngx_http_kroute_commands[] = {
       0,
       NULL },
 
+    { ngx_string("kroute_split"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_kroute_split,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("kroute_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_kroute_cooldown,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("kroute_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_kroute_redis,
@@ -284,6 +298,9 @@ ngx_http_kroute_create_main_conf(ngx_conf_t *cf)
      *     kmcf->shm_zone = NULL;
      *     kmcf->classifier = NULL;
      *     kmcf->redis = NULL;
+     *     kmcf->route_models = NULL;
+     *     kmcf->route_state = NULL;
+     *     kmcf->health = { 0 };
      */
 
     if (ngx_array_init(&kmcf->providers, cf->pool, 4,
@@ -311,6 +328,10 @@ ngx_http_kroute_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (kmcf->classifier == NULL) {
         kmcf->classifier = kr_classifier_default();
+    }
+
+    if (ngx_http_kroute_route_init_conf(cf, kmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (kmcf->redis && kmcf->shm_zone == NULL) {

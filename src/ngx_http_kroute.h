@@ -27,6 +27,7 @@
 #include "kr_usage.h"
 #include "kr_price.h"
 #include "kr_classify.h"
+#include "kr_route.h"
 
 
 #define NGX_HTTP_KROUTE_FORMAT_OPENAI     0
@@ -46,8 +47,12 @@
 #define NGX_HTTP_KROUTE_DIM_PROVIDER      3
 #define NGX_HTTP_KROUTE_DIM_COHORT        4
 #define NGX_HTTP_KROUTE_DIM_AGENT         5
-#define NGX_HTTP_KROUTE_DIM_STATUS        6
-#define NGX_HTTP_KROUTE_NDIMS             7
+#define NGX_HTTP_KROUTE_DIM_ARM           6
+#define NGX_HTTP_KROUTE_DIM_STATUS        7
+#define NGX_HTTP_KROUTE_NDIMS             8
+
+/* the dimensions Redis gets: feature .. agent */
+#define NGX_HTTP_KROUTE_REDIS_DIMS        6
 
 #define NGX_HTTP_KROUTE_DIM_MAX           64
 
@@ -107,12 +112,31 @@ typedef struct {
 } ngx_http_kroute_redis_conf_t;
 
 
+/* routing state of one catalog, in the shared zone */
+typedef struct ngx_http_kroute_route_state_s  ngx_http_kroute_route_state_t;
+
+struct ngx_http_kroute_route_state_s {
+    uint32_t                       signature;
+    ngx_uint_t                     nmodels;
+    ngx_uint_t                     nproviders;
+    kr_health_t                   *health;
+    kr_route_stats_t              *stats;
+    ngx_http_kroute_route_state_t *next;
+};
+
+
 typedef struct {
     ngx_array_t                    providers;
     ngx_array_t                    models;
     ngx_shm_zone_t                *shm_zone;
     const kr_classifier_t         *classifier;
     ngx_http_kroute_redis_conf_t  *redis;
+
+    kr_route_model_t              *route_models;
+    kr_str_t                      *provider_names;
+    ngx_array_t                    splits;           /* kr_route_split_t */
+    kr_health_conf_t               health;
+    ngx_http_kroute_route_state_t *route_state;
 } ngx_http_kroute_main_conf_t;
 
 
@@ -202,12 +226,15 @@ typedef struct {
     ngx_msec_t                     redis_drop_logged;
     ngx_uint_t                     redis_down_logged;
     ngx_uint_t                     redis_connected;
+
+    ngx_http_kroute_route_state_t *route_states;
 } ngx_http_kroute_shctx_t;
 
 
 typedef struct {
     ngx_http_kroute_shctx_t       *sh;
     ngx_slab_pool_t               *shpool;
+    ngx_http_kroute_main_conf_t   *kmcf;
 } ngx_http_kroute_shm_t;
 
 
@@ -222,6 +249,7 @@ typedef struct {
     ngx_str_t                      model_requested;
     ngx_str_t                      upstream;
     ngx_str_t                      route_reason;
+    ngx_str_t                      arm;
     const char                    *error_code;
     ngx_str_t                      dims[NGX_HTTP_KROUTE_NDIMS];
     ngx_str_t                      user;
@@ -294,6 +322,16 @@ ngx_int_t ngx_http_kroute_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_kroute_log_handler(ngx_http_request_t *r);
 void ngx_http_kroute_finalize(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx);
+
+/* routing over the catalog: splits, provider health, learned output */
+char *ngx_http_kroute_split(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_kroute_cooldown(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_kroute_route_init_conf(ngx_conf_t *cf,
+    ngx_http_kroute_main_conf_t *kmcf);
+ngx_int_t ngx_http_kroute_route_init_zone(ngx_http_kroute_shm_t *shm);
+void ngx_http_kroute_route_learn(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, ngx_http_kroute_shm_t *shm);
 
 /* shared memory zone */
 char *ngx_http_kroute_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

@@ -45,6 +45,8 @@ static ngx_int_t ngx_http_kroute_emit(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *p, size_t len, ngx_chain_t ***ll);
 static void ngx_http_kroute_response_done(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx);
+static size_t ngx_http_kroute_usage_tail(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, u_char **doc);
 static ngx_http_kroute_model_t *ngx_http_kroute_billed_model(
     ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx);
 static void *ngx_http_kroute_zalloc(void *opaque, u_int items, u_int size);
@@ -757,6 +759,9 @@ static void
 ngx_http_kroute_response_done(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx)
 {
+    u_char  *body;
+    size_t   len;
+
     if (ctx->last_byte) {
         return;
     }
@@ -781,22 +786,86 @@ ngx_http_kroute_response_done(ngx_http_request_t *r,
         return;
     }
 
+    body = ctx->body;
+    len = ctx->body_len;
+
     if (ctx->overflow) {
-        /* TODO: read usage from the tail of an oversized JSON response */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "kroute: response is larger than "
-                      "kroute_response_buffer_size, its usage is estimated");
-        return;
+
+        /*
+         * Only the tail of a long response is kept; providers put usage
+         * last, so the last "usage" member is read on its own.
+         */
+
+        len = ngx_http_kroute_usage_tail(r, ctx, &body);
+
+        if (len == 0) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "kroute: no usage in the last %uz bytes of a "
+                          "long response, its usage is estimated",
+                          ctx->body_size);
+            return;
+        }
     }
 
     if (ctx->format == NGX_HTTP_KROUTE_FORMAT_ANTHROPIC) {
-        (void) kr_usage_anthropic_response(&ctx->usage, ctx->body,
-                                           ctx->body_len);
+        (void) kr_usage_anthropic_response(&ctx->usage, body, len);
 
     } else {
-        (void) kr_usage_openai_response(&ctx->usage, ctx->body,
-                                        ctx->body_len);
+        (void) kr_usage_openai_response(&ctx->usage, body, len);
     }
+}
+
+
+static size_t
+ngx_http_kroute_usage_tail(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
+    u_char **doc)
+{
+    u_char        *p, *last, *d;
+    const u_char  *end;
+
+    p = ctx->body + ctx->body_len;
+
+    while (p - ctx->body >= 7) {
+        p--;
+
+        if (ngx_strncmp(p - 6, "\"usage\"", 7) != 0) {
+            continue;
+        }
+
+        last = ctx->body + ctx->body_len;
+        p++;
+
+        while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF))
+        {
+            p++;
+        }
+
+        if (p == last || *p != ':') {
+            return 0;
+        }
+
+        p++;
+
+        end = kr_json_skip(p, last);
+        if (end == NULL) {
+            return 0;
+        }
+
+        d = ngx_pnalloc(r->pool, sizeof("{\"usage\":}") - 1 + (end - p));
+        if (d == NULL) {
+            return 0;
+        }
+
+        *doc = d;
+
+        d = ngx_cpymem(d, "{\"usage\":", sizeof("{\"usage\":") - 1);
+        d = ngx_cpymem(d, p, end - p);
+        *d++ = '}';
+
+        return d - *doc;
+    }
+
+    return 0;
 }
 
 

@@ -22,6 +22,9 @@
 #define NGX_HTTP_KROUTE_LABEL_MAX                                            \
     (NGX_HTTP_KROUTE_NDIMS * (2 * NGX_HTTP_KROUTE_DIM_MAX + 16) + 64)
 
+/* providers whose health /metrics shows */
+#define NGX_HTTP_KROUTE_HEALTH_MAX  64
+
 /* lines printed per series: counters, tokens, two histograms */
 #define NGX_HTTP_KROUTE_SERIES_LINES                                         \
     (10 + 2 * (NGX_HTTP_KROUTE_NBUCKETS + 3))
@@ -36,13 +39,16 @@ typedef struct {
 
 static ngx_int_t ngx_http_kroute_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_kroute_labels(u_char *p, u_char *key, size_t len);
+static u_char *ngx_http_kroute_provider_health(ngx_http_request_t *r,
+    u_char *p, ngx_http_kroute_main_conf_t *kmcf);
 static u_char *ngx_http_kroute_seconds(u_char *p, uint64_t ms);
 static u_char *ngx_http_kroute_histogram(u_char *p, const char *name,
     ngx_http_kroute_snapshot_t *s, ngx_uint_t n, ngx_uint_t ttft);
 
 
 static const char  *ngx_http_kroute_dim_names[NGX_HTTP_KROUTE_NDIMS] = {
-    "feature", "task", "model", "provider", "cohort", "agent", "status"
+    "feature", "task", "model", "provider", "cohort", "agent", "arm",
+    "status"
 };
 
 
@@ -133,7 +139,7 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
         ngx_shmtx_unlock(&shm->shpool->mutex);
     }
 
-    size = 8192 + n * NGX_HTTP_KROUTE_SERIES_LINES
+    size = 8192 + 256 * NGX_HTTP_KROUTE_HEALTH_MAX + n * NGX_HTTP_KROUTE_SERIES_LINES
                     * (NGX_HTTP_KROUTE_LABEL_MAX + 128);
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -234,6 +240,8 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
                     "kroute_zone_dropped_total %uL\n",
                     nseries, drops);
 
+    p = ngx_http_kroute_provider_health(r, p, kmcf);
+
     if (kmcf->redis) {
         p = ngx_sprintf(p, "# HELP kroute_redis_connected Whether the "
                         "flushing worker holds a Redis connection.\n"
@@ -315,6 +323,55 @@ ngx_http_kroute_labels(u_char *p, u_char *key, size_t len)
         if (key < last) {
             key++;
         }
+    }
+
+    return p;
+}
+
+
+/* the cool-down state of each provider of this configuration */
+
+static u_char *
+ngx_http_kroute_provider_health(ngx_http_request_t *r, u_char *p,
+    ngx_http_kroute_main_conf_t *kmcf)
+{
+    ngx_uint_t                      i, n;
+    kr_health_t                     h[NGX_HTTP_KROUTE_HEALTH_MAX];
+    ngx_http_kroute_shm_t          *shm;
+    ngx_http_kroute_provider_t     *pr;
+    ngx_http_kroute_route_state_t  *st;
+
+    st = kmcf->route_state;
+
+    if (st == NULL || kmcf->shm_zone == NULL) {
+        return p;
+    }
+
+    shm = kmcf->shm_zone->data;
+    n = ngx_min(st->nproviders, NGX_HTTP_KROUTE_HEALTH_MAX);
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+    ngx_memcpy(h, st->health, n * sizeof(kr_health_t));
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    pr = kmcf->providers.elts;
+
+    p = ngx_sprintf(p, "# HELP kroute_provider_cooling Whether routing "
+                    "skips the provider after a run of failures.\n"
+                    "# TYPE kroute_provider_cooling gauge\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_provider_cooling{provider=\"%V\"} %d\n",
+                        &pr[i].name, !kr_health_ok(&h[i], ngx_current_msec));
+    }
+
+    p = ngx_sprintf(p, "# HELP kroute_provider_cooldowns_total Cool-downs "
+                    "a provider was put in.\n"
+                    "# TYPE kroute_provider_cooldowns_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "kroute_provider_cooldowns_total{provider=\"%V\"} "
+                        "%uD\n", &pr[i].name, h[i].cooldowns);
     }
 
     return p;

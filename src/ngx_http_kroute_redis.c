@@ -478,6 +478,7 @@ ngx_http_kroute_redis_account(ngx_http_request_t *r,
     u_char       buf[256 + NGX_HTTP_KROUTE_DIM_MAX + 1];
     size_t       len;
     uint32_t     hour, day;
+    ngx_uint_t   n;
     uint64_t     user[4];
     ngx_tm_t     tm;
 
@@ -487,16 +488,12 @@ ngx_http_kroute_redis_account(ngx_http_request_t *r,
           + tm.ngx_tm_mday;
     hour = day * 100 + tm.ngx_tm_hour;
 
-    /* the series key less its last dimension, the status class */
+    /* the series key up to the agent: Redis has no arm or status */
 
-    len = key->len;
-
-    while (len && key->data[len - 1] != 0x1f) {
-        len--;
-    }
-
-    if (len) {
-        len--;
+    for (len = 0, n = 0; len < key->len; len++) {
+        if (key->data[len] == 0x1f && ++n == NGX_HTTP_KROUTE_REDIS_DIMS) {
+            break;
+        }
     }
 
     ngx_http_kroute_delta_add(shm, NGX_HTTP_KROUTE_KIND_HOUR, hour,

@@ -503,15 +503,19 @@ static ngx_int_t
 ngx_http_kroute_route(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
     u_char *body)
 {
-    u_char                       *p, *last;
-    uint64_t                      out, cost, best_cost;
-    ngx_int_t                     bar;
-    ngx_str_t                     v;
-    kr_str_t                      raw;
-    ngx_uint_t                    i, candidates;
-    ngx_http_kroute_model_t      *m, *best;
-    ngx_http_kroute_loc_conf_t   *klcf;
-    ngx_http_kroute_main_conf_t  *kmcf;
+    int                             chosen;
+    u_char                         *p;
+    ngx_int_t                       bar;
+    ngx_str_t                       v, *feature;
+    kr_str_t                        raw;
+    kr_route_input_t                in;
+    kr_route_split_t               *split;
+    kr_route_result_t               res;
+    ngx_http_kroute_shm_t          *shm;
+    ngx_http_kroute_model_t        *m;
+    ngx_http_kroute_loc_conf_t     *klcf;
+    ngx_http_kroute_main_conf_t    *kmcf;
+    ngx_http_kroute_route_state_t  *st;
 
     klcf = ngx_http_get_module_loc_conf(r, ngx_http_kroute_module);
     kmcf = ngx_http_get_module_main_conf(r, ngx_http_kroute_module);
@@ -595,48 +599,57 @@ ngx_http_kroute_route(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
         }
     }
 
-    best = NULL;
-    best_cost = 0;
-    candidates = 0;
+    ngx_memzero(&in, sizeof(kr_route_input_t));
+    ngx_memzero(&res, sizeof(kr_route_result_t));
 
-    m = kmcf->models.elts;
+    in.est_input = ctx->est_input;
+    in.max_tokens = ctx->req.max_tokens;
+    in.max_completion_tokens = ctx->req.max_completion_tokens;
+    in.n = ctx->req.n;
+    in.task = (int) ctx->task;
+    in.bar = (int) bar;
+    in.format = (unsigned) klcf->format;
+    in.now_ms = ngx_current_msec;
+    in.provider_names = kmcf->provider_names;
+    in.n_providers = kmcf->providers.nelts;
+    in.splits = kmcf->splits.elts;
+    in.n_splits = kmcf->splits.nelts;
 
-    for (i = 0; i < kmcf->models.nelts; i++) {
+    feature = &ctx->dims[NGX_HTTP_KROUTE_DIM_FEATURE];
 
-        if (m[i].provider->format != klcf->format
-            || m[i].quality[ctx->task] < bar)
-        {
-            continue;
-        }
-
-        candidates++;
-
-        out = m[i].output_tokens ? m[i].output_tokens : 256;
-
-        if (ctx->req.max_completion_tokens > 0
-            && (uint64_t) ctx->req.max_completion_tokens < out)
-        {
-            out = ctx->req.max_completion_tokens;
-
-        } else if (ctx->req.max_tokens > 0
-                   && (uint64_t) ctx->req.max_tokens < out)
-        {
-            out = ctx->req.max_tokens;
-        }
-
-        if (ctx->req.n > 1) {
-            out *= ctx->req.n;
-        }
-
-        cost = ctx->est_input * m[i].price.input + out * m[i].price.output;
-
-        if (best == NULL || cost < best_cost) {
-            best = &m[i];
-            best_cost = cost;
-        }
+    if (feature->len) {
+        in.feature = kr_route_hash(feature->data, feature->len);
     }
 
-    if (best == NULL) {
+    in.sticky = ctx->user.len
+                ? kr_route_hash(ctx->user.data, ctx->user.len)
+                : kr_route_hash(ctx->request_id, sizeof(ctx->request_id));
+
+    res.explain = ngx_pnalloc(r->pool, KR_ROUTE_EXPLAIN_LEN);
+    if (res.explain == NULL) {
+        return NGX_ERROR;
+    }
+
+    res.explain_size = KR_ROUTE_EXPLAIN_LEN;
+
+    st = kmcf->route_state;
+    shm = kmcf->shm_zone ? kmcf->shm_zone->data : NULL;
+
+    if (st && shm) {
+        in.stats = st->stats;
+        in.health = st->health;
+
+        ngx_shmtx_lock(&shm->shpool->mutex);
+        chosen = kr_route_pick(kmcf->route_models, kmcf->models.nelts, &in,
+                               &res);
+        ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    } else {
+        chosen = kr_route_pick(kmcf->route_models, kmcf->models.nelts, &in,
+                               &res);
+    }
+
+    if (chosen < 0) {
 
         if (klcf->fallback == NULL) {
             return ngx_http_kroute_fail(r, ctx, NGX_HTTP_BAD_REQUEST,
@@ -648,33 +661,44 @@ ngx_http_kroute_route(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
                    == NGX_ERROR ? NGX_ERROR : NGX_OK;
         }
 
-        best = klcf->fallback;
+        ctx->model = klcf->fallback;
+        ctx->provider = klcf->fallback->provider;
+
+        p = ngx_pnalloc(r->pool, res.explain_len + 16 + ctx->model->name.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->route_reason.data = p;
+        ctx->route_reason.len = ngx_sprintf(p, "%*s fallback=%V",
+                                            res.explain_len, res.explain,
+                                            &ctx->model->name) - p;
+        return NGX_OK;
     }
 
-    ctx->model = best;
-    ctx->provider = best->provider;
+    m = kmcf->models.elts;
 
-    p = ngx_pnalloc(r->pool, 160 + best->name.len);
-    if (p == NULL) {
-        return NGX_ERROR;
+    ctx->model = &m[chosen];
+    ctx->provider = ctx->model->provider;
+
+    ctx->route_reason.data = (u_char *) res.explain;
+    ctx->route_reason.len = res.explain_len;
+
+    if (res.split >= 0 && res.arm >= 0) {
+        split = &((kr_route_split_t *) kmcf->splits.elts)[res.split];
+
+        p = ngx_pnalloc(r->pool, split->name.len + NGX_INT_T_LEN + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->arm.data = p;
+        ctx->arm.len = ngx_sprintf(p, "%*s:%d", split->name.len,
+                                   split->name.data, res.arm) - p;
+
+        ngx_http_kroute_dim(r, &ctx->dims[NGX_HTTP_KROUTE_DIM_ARM],
+                            &ctx->arm, NGX_HTTP_KROUTE_DIM_MAX);
     }
-
-    ctx->route_reason.data = p;
-
-    last = ngx_sprintf(p, "task=%s bar=%i candidates=%ui model=%V",
-                       kr_task_name(ctx->task), bar, candidates,
-                       &best->name);
-
-    if (candidates == 0) {
-        last = ngx_sprintf(last, " fallback");
-
-    } else {
-        last = ngx_sprintf(last, " expected_cost_usd=%uL.%012uL",
-                           best_cost / 1000000000000ULL,
-                           best_cost % 1000000000000ULL);
-    }
-
-    ctx->route_reason.len = last - p;
 
     return NGX_OK;
 }

@@ -83,6 +83,8 @@ ngx_http_kroute_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    shm->kmcf = kmcf;
+
     kmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
                                            &ngx_http_kroute_module);
     if (kmcf->shm_zone == NULL) {
@@ -115,14 +117,14 @@ ngx_http_kroute_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     if (oshm) {
         shm->sh = oshm->sh;
         shm->shpool = oshm->shpool;
-        return NGX_OK;
+        return ngx_http_kroute_route_init_zone(shm);
     }
 
     shm->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         shm->sh = shm->shpool->data;
-        return NGX_OK;
+        return ngx_http_kroute_route_init_zone(shm);
     }
 
     shm->sh = ngx_slab_calloc(shm->shpool, sizeof(ngx_http_kroute_shctx_t));
@@ -151,7 +153,7 @@ ngx_http_kroute_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     shm->shpool->log_nomem = 0;
 
-    return NGX_OK;
+    return ngx_http_kroute_route_init_zone(shm);
 }
 
 
@@ -335,6 +337,8 @@ ngx_http_kroute_shm_account(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
     }
 
     ngx_shmtx_lock(&shm->shpool->mutex);
+
+    ngx_http_kroute_route_learn(r, ctx, shm);
 
     if (kmcf->redis) {
         ngx_http_kroute_redis_account(r, ctx, shm, &key, value);

@@ -34,6 +34,7 @@
 #define NGX_HTTP_KROUTE_VAR_ROUTE_REASON    13
 #define NGX_HTTP_KROUTE_VAR_PARSE           14
 #define NGX_HTTP_KROUTE_VAR_UPSTREAM_HOST   15
+#define NGX_HTTP_KROUTE_VAR_ARM             16
 
 #define NGX_HTTP_KROUTE_VAR_INPUT           20
 #define NGX_HTTP_KROUTE_VAR_OUTPUT          21
@@ -107,6 +108,9 @@ static ngx_http_variable_t  ngx_http_kroute_vars[] = {
 
     { ngx_string("kroute_route_reason"), NULL, ngx_http_kroute_variable,
       NGX_HTTP_KROUTE_VAR_ROUTE_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("kroute_ab_arm"), NULL, ngx_http_kroute_variable,
+      NGX_HTTP_KROUTE_VAR_ARM, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("kroute_parse"), NULL, ngx_http_kroute_variable,
       NGX_HTTP_KROUTE_VAR_PARSE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
@@ -288,6 +292,9 @@ ngx_http_kroute_variable(ngx_http_request_t *r,
     case NGX_HTTP_KROUTE_VAR_ROUTE_REASON:
         return ngx_http_kroute_set_str(v, ctx->route_reason.data,
                                        ctx->route_reason.len);
+
+    case NGX_HTTP_KROUTE_VAR_ARM:
+        return ngx_http_kroute_set_str(v, ctx->arm.data, ctx->arm.len);
 
     case NGX_HTTP_KROUTE_VAR_PARSE:
         if (ctx->unparsed) {
