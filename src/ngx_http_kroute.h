@@ -215,6 +215,9 @@ typedef struct {
     ngx_uint_t                     ndeltas;
     uint64_t                       boot;
     uint64_t                       seq;
+    ngx_msec_t                     cutting;
+    u_char                        *batch_buf;
+    size_t                         batch_size;
     u_char                        *inflight;
     size_t                         inflight_len;
     uint64_t                       inflight_id;
@@ -341,7 +344,8 @@ extern ngx_msec_t  ngx_http_kroute_buckets[NGX_HTTP_KROUTE_NBUCKETS];
 
 /* Redis link */
 char *ngx_http_kroute_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-void ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm);
+ngx_int_t ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm,
+    size_t size);
 void ngx_http_kroute_redis_account(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, ngx_http_kroute_shm_t *shm, ngx_str_t *key,
     uint64_t *value);

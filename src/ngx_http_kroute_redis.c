@@ -18,6 +18,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <ngx_sha1.h>
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -53,9 +54,14 @@ typedef struct {
     ngx_http_kroute_shm_t         *shm;
     ngx_log_t                     *log;
     uint64_t                       sent_id;
+    u_char                         sha[41];
+    ngx_uint_t                     batch_max;
+    ngx_msec_t                     nomem_logged;
+    ngx_msec_t                     error_logged;
     unsigned                       connecting:1;
     unsigned                       connected:1;
     unsigned                       outstanding:1;
+    unsigned                       reconnect:1;
 } ngx_http_kroute_link_t;
 
 
@@ -66,6 +72,7 @@ static void ngx_http_kroute_delta_add(ngx_http_kroute_shm_t *shm,
     uint64_t *value, ngx_uint_t n, ngx_log_t *log);
 static void ngx_http_kroute_redis_tick(ngx_event_t *ev);
 static void ngx_http_kroute_redis_timeout(ngx_event_t *ev);
+static ngx_uint_t ngx_http_kroute_redis_log_ok(ngx_http_kroute_link_t *lk);
 static ngx_int_t ngx_http_kroute_redis_connect(ngx_http_kroute_link_t *lk);
 static void ngx_http_kroute_redis_drop(ngx_http_kroute_link_t *lk,
     const char *why);
@@ -320,8 +327,8 @@ invalid:
 }
 
 
-void
-ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm)
+ngx_int_t
+ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm, size_t size)
 {
     ngx_rbtree_init(&shm->sh->deltas, &shm->sh->delta_sentinel,
                     ngx_http_kroute_delta_insert_value);
@@ -329,6 +336,22 @@ ngx_http_kroute_redis_init_zone(ngx_http_kroute_shm_t *shm)
 
     shm->sh->boot = ((uint64_t) ngx_time() << 20)
                     ^ ((uint64_t) ngx_random() & 0xfffff);
+
+    /*
+     * The batch on its way to Redis has a buffer of its own, an eighth
+     * of the zone: a zone full of deltas can still send them.
+     */
+
+    size = ngx_min(ngx_max(size / 8, 4096), 1024 * 1024);
+
+    shm->sh->batch_buf = ngx_slab_alloc(shm->shpool, size);
+    if (shm->sh->batch_buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm->sh->batch_size = size;
+
+    return NGX_OK;
 }
 
 
@@ -536,6 +559,8 @@ ngx_http_kroute_redis_account(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_kroute_redis_init_process(ngx_cycle_t *cycle)
 {
+    u_char                        digest[20];
+    ngx_sha1_t                    sha1;
     ngx_http_kroute_link_t       *lk;
     ngx_http_kroute_main_conf_t  *kmcf;
 
@@ -564,6 +589,12 @@ ngx_http_kroute_redis_init_process(ngx_cycle_t *cycle)
     lk->conf = kmcf->redis;
     lk->shm = kmcf->shm_zone->data;
     lk->log = cycle->log;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, ngx_http_kroute_script,
+                    sizeof(ngx_http_kroute_script) - 1);
+    ngx_sha1_final(digest, &sha1);
+    ngx_hex_dump(lk->sha, digest, 20);
 
     lk->tick.handler = ngx_http_kroute_redis_tick;
     lk->tick.data = lk;
@@ -616,6 +647,12 @@ ngx_http_kroute_redis_tick(ngx_event_t *ev)
     }
 
     if (!lk->connected || lk->outstanding) {
+        return;
+    }
+
+    if (lk->reconnect) {
+        lk->reconnect = 0;
+        ngx_http_kroute_redis_drop(lk, NULL);
         return;
     }
 
@@ -708,7 +745,7 @@ ngx_http_kroute_redis_drop(ngx_http_kroute_link_t *lk, const char *why)
 {
     redisAsyncContext  *ac;
 
-    if (why) {
+    if (why && ngx_http_kroute_redis_log_ok(lk)) {
         ngx_log_error(NGX_LOG_ERR, lk->log, 0, "kroute: redis %s", why);
     }
 
@@ -728,6 +765,24 @@ ngx_http_kroute_redis_drop(ngx_http_kroute_link_t *lk, const char *why)
         ac->onDisconnect = NULL;
         redisAsyncFree(ac);
     }
+}
+
+
+/*
+ * A misconfigured or failing Redis fails every tick: one error line a
+ * minute says so, the failures counter tells how often.
+ */
+
+static ngx_uint_t
+ngx_http_kroute_redis_log_ok(ngx_http_kroute_link_t *lk)
+{
+    if (lk->error_logged && ngx_current_msec - lk->error_logged < 60000) {
+        return 0;
+    }
+
+    lk->error_logged = ngx_current_msec ? ngx_current_msec : 1;
+
+    return 1;
 }
 
 
@@ -794,6 +849,13 @@ ngx_http_kroute_redis_on_connect(const redisAsyncContext *ac, int status)
                                  "SELECT %s", db);
     }
 
+    /* batches run the script by its SHA1: load it on every connection */
+
+    (void) redisAsyncCommand((redisAsyncContext *) ac,
+                             ngx_http_kroute_redis_on_setup, "SCRIPT LOAD",
+                             "SCRIPT LOAD %b", ngx_http_kroute_script,
+                             sizeof(ngx_http_kroute_script) - 1);
+
     (void) redisAsyncCommand((redisAsyncContext *) ac,
                              ngx_http_kroute_redis_on_setup, "SADD",
                              "SADD %binstances %b",
@@ -841,10 +903,13 @@ ngx_http_kroute_redis_on_setup(redisAsyncContext *ac, void *reply,
     redisReply  *rr = reply;
 
     if (rr && rr->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, lk->log, 0,
-                      "kroute: redis %s failed: %*s", (char *) privdata,
-                      rr->len, rr->str);
         lk->shm->sh->redis_failures++;
+
+        if (ngx_http_kroute_redis_log_ok(lk)) {
+            ngx_log_error(NGX_LOG_ERR, lk->log, 0,
+                          "kroute: redis %s failed: %*s", (char *) privdata,
+                          rr->len, rr->str);
+        }
     }
 }
 
@@ -868,7 +933,7 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
     ngx_queue_t                   *q;
     const char                   **argv, **names;
     ngx_pool_t                    *pool;
-    ngx_http_kroute_delta_t       *d, **recs;
+    ngx_http_kroute_delta_t       *d, **recs, **live;
     ngx_http_kroute_shctx_t       *sh;
     ngx_http_kroute_redis_conf_t  *rc_conf;
     int                            len;
@@ -895,11 +960,16 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
 
     rc = NGX_ERROR;
 
-    if (nrec > NGX_HTTP_KROUTE_BATCH_RECORDS) {
-        nrec = NGX_HTTP_KROUTE_BATCH_RECORDS;
+    if (lk->batch_max == 0) {
+        lk->batch_max = NGX_HTTP_KROUTE_BATCH_RECORDS;
+    }
+
+    if (nrec > lk->batch_max) {
+        nrec = lk->batch_max;
     }
 
     recs = ngx_palloc(pool, nrec * sizeof(ngx_http_kroute_delta_t *));
+    live = ngx_palloc(pool, nrec * sizeof(ngx_http_kroute_delta_t *));
 
     /* argv: EVAL script numkeys marker keys... ttl (count pairs...)... */
 
@@ -908,18 +978,35 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
     argv = ngx_palloc(pool, nargs * sizeof(char *));
     argvlen = ngx_palloc(pool, nargs * sizeof(size_t));
 
-    if (recs == NULL || argv == NULL || argvlen == NULL) {
+    if (recs == NULL || live == NULL || argv == NULL || argvlen == NULL) {
         goto done;
     }
 
-    /* take the records out of the zone into worker memory */
+    /*
+     * Copy the records to worker memory; they stay in the zone, and go
+     * on taking increments, until the batch is safely in the zone too.
+     */
 
     ngx_shmtx_lock(&lk->shm->shpool->mutex);
 
+    if (sh->inflight
+        || (sh->cutting && ngx_current_msec - sh->cutting < 10000))
+    {
+        /* another worker (an old one, after a reload) is at it */
+        ngx_shmtx_unlock(&lk->shm->shpool->mutex);
+        rc = sh->inflight ? NGX_OK : NGX_DECLINED;
+        goto done;
+    }
+
+    sh->cutting = ngx_current_msec ? ngx_current_msec : 1;
+    id = ++sh->seq;
+
     k = 0;
 
-    while (k < nrec && !ngx_queue_empty(&sh->delta_queue)) {
-        q = ngx_queue_head(&sh->delta_queue);
+    for (q = ngx_queue_head(&sh->delta_queue);
+         k < nrec && q != ngx_queue_sentinel(&sh->delta_queue);
+         q = ngx_queue_next(q))
+    {
         d = ngx_queue_data(q, ngx_http_kroute_delta_t, queue);
 
         recs[k] = ngx_palloc(pool, offsetof(ngx_http_kroute_delta_t, data)
@@ -930,23 +1017,17 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
 
         ngx_memcpy(recs[k], d, offsetof(ngx_http_kroute_delta_t, data)
                                + d->keylen);
+        live[k] = d;
         k++;
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&sh->deltas, &d->node);
-        ngx_slab_free_locked(lk->shm->shpool, d);
-        sh->ndeltas--;
     }
 
     nrec = k;
-
-    id = ++sh->seq;
 
     ngx_shmtx_unlock(&lk->shm->shpool->mutex);
 
     if (nrec == 0) {
         rc = NGX_DECLINED;
-        goto done;
+        goto cut_done;
     }
 
     /*
@@ -956,10 +1037,10 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
 
     argc = 0;
 
-    argv[argc] = "EVAL";
-    argvlen[argc++] = 4;
-    argv[argc] = ngx_http_kroute_script;
-    argvlen[argc++] = sizeof(ngx_http_kroute_script) - 1;
+    argv[argc] = "EVALSHA";
+    argvlen[argc++] = 7;
+    argv[argc] = (char *) lk->sha;
+    argvlen[argc++] = 40;
 
     argc++;     /* numkeys, set below */
     nkeys = 0;
@@ -1090,14 +1171,17 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
     if (len < 0) {
         ngx_log_error(NGX_LOG_ALERT, lk->log, 0,
                       "kroute: redisFormatCommandArgv() failed");
-        goto done;
+        goto cut_done;
     }
 
-    /* the batch lives in the zone until Redis acknowledges it */
+    /*
+     * The batch lives in the zone until Redis acknowledges it; what it
+     * carries leaves the deltas only once it is there.
+     */
 
     ngx_shmtx_lock(&lk->shm->shpool->mutex);
 
-    blob = ngx_slab_alloc_locked(lk->shm->shpool, len);
+    blob = ((size_t) len <= sh->batch_size) ? sh->batch_buf : NULL;
 
     if (blob) {
         ngx_memcpy(blob, cmd, len);
@@ -1106,18 +1190,56 @@ ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk)
         sh->inflight_id = id;
         sh->inflight_records = nrec;
 
-    } else {
-        sh->redis_drops += nrec;
+        for (i = 0; i < nrec; i++) {
+            d = live[i];
+            nm = 0;
+
+            for (k = 0; k < NGX_HTTP_KROUTE_NMETRICS; k++) {
+                d->value[k] -= recs[i]->value[k];
+                nm |= (d->value[k] != 0);
+            }
+
+            if (nm == 0) {
+                ngx_queue_remove(&d->queue);
+                ngx_rbtree_delete(&sh->deltas, &d->node);
+                ngx_slab_free_locked(lk->shm->shpool, d);
+                sh->ndeltas--;
+            }
+        }
+
+        if (lk->batch_max < NGX_HTTP_KROUTE_BATCH_RECORDS) {
+            lk->batch_max *= 2;
+        }
+
+    } else if (lk->batch_max > 1) {
+        /* smaller batches until one fits the batch buffer */
+        lk->batch_max = ngx_min(lk->batch_max, nrec) / 2;
+
+    } else if (ngx_current_msec - lk->nomem_logged > 60000
+               || lk->nomem_logged == 0)
+    {
+        lk->nomem_logged = ngx_current_msec;
         ngx_log_error(NGX_LOG_WARN, lk->log, 0,
-                      "kroute zone has no room for a Redis batch, "
-                      "%ui deltas dropped", nrec);
+                      "a single Redis delta does not fit the batch "
+                      "buffer, %ui deltas wait; enlarge kroute_zone",
+                      sh->ndeltas);
     }
+
+    sh->cutting = 0;
 
     ngx_shmtx_unlock(&lk->shm->shpool->mutex);
 
     redisFreeCommand(cmd);
 
     rc = blob ? NGX_OK : NGX_DECLINED;
+
+    goto done;
+
+cut_done:
+
+    ngx_shmtx_lock(&lk->shm->shpool->mutex);
+    sh->cutting = 0;
+    ngx_shmtx_unlock(&lk->shm->shpool->mutex);
 
 done:
 
@@ -1182,18 +1304,28 @@ ngx_http_kroute_redis_on_reply(redisAsyncContext *ac, void *reply,
     }
 
     if (rr->type != REDIS_REPLY_INTEGER) {
-        ngx_log_error(NGX_LOG_ERR, lk->log, 0,
-                      "kroute: redis refused a batch: %*s",
-                      rr->type == REDIS_REPLY_ERROR ? rr->len : 0,
-                      rr->str);
         sh->redis_failures++;
+
+        if (rr->type == REDIS_REPLY_ERROR && rr->len >= 8
+            && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+        {
+            /* flushed scripts: a new connection loads it again */
+            lk->reconnect = 1;
+        }
+
+        if (ngx_http_kroute_redis_log_ok(lk)) {
+            ngx_log_error(NGX_LOG_ERR, lk->log, 0,
+                          "kroute: redis refused a batch: %*s",
+                          rr->type == REDIS_REPLY_ERROR ? rr->len : 0,
+                          rr->str);
+        }
+
         return;
     }
 
     ngx_shmtx_lock(&lk->shm->shpool->mutex);
 
     if (sh->inflight && sh->inflight_id == lk->sent_id) {
-        ngx_slab_free_locked(lk->shm->shpool, sh->inflight);
         sh->inflight = NULL;
         sh->inflight_len = 0;
         sh->redis_batches++;
@@ -1201,6 +1333,8 @@ ngx_http_kroute_redis_on_reply(redisAsyncContext *ac, void *reply,
         if (rr->integer == 0) {
             sh->redis_duplicates++;
         }
+
+        lk->error_logged = 0;
     }
 
     ngx_shmtx_unlock(&lk->shm->shpool->mutex);

@@ -122,12 +122,6 @@ ngx_http_kroute_task_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    if (cf->args->nelts == 2) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "kroute_task \"%V\" has no condition", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
     return NGX_CONF_OK;
 
 invalid:

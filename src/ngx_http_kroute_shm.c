@@ -139,7 +139,9 @@ ngx_http_kroute_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_queue_init(&shm->sh->queue);
 
-    ngx_http_kroute_redis_init_zone(shm);
+    if (ngx_http_kroute_redis_init_zone(shm, shm_zone->shm.size) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     len = sizeof(" in kroute zone \"\"") + shm_zone->shm.name.len;
 

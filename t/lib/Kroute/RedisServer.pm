@@ -474,7 +474,7 @@ sub proxy_loop {
                 my ($v, $used) = parse_reply($s->{sbuf}, 0);
                 last unless defined $used;
                 my $name = shift @{ $s->{names} } // '';
-                if ($name eq 'EVAL' && $dropped < $drops) {
+                if ($name =~ /^EVAL(?:SHA)?$/ && $dropped < $drops) {
                     $dropped++;
                     open my $fh, '>', $count;
                     print $fh "$dropped\n";

@@ -123,6 +123,7 @@ sub log_format {
         finish_reason => '$kroute_finish_reason',
         parse => '$kroute_parse',
         route_reason => '$kroute_route_reason',
+        ab_arm => '$kroute_ab_arm',
         bytes_sent => '$body_bytes_sent',
     );
     my @pairs;
@@ -442,9 +443,13 @@ sub access_log {
 sub log_for {
     my ($self, $tid, %opt) = @_;
     my $deadline = time + 5;
+    my $file = $opt{file} || 'access.log';
+    my $needle = qq{"tid":"$tid"};
     while (1) {
-        for my $l (reverse $self->access_log(%opt)) {
-            return $l if defined $l->{tid} && $l->{tid} eq $tid;
+        for my $line (reverse split /\n/, $self->slurp($file)) {
+            next if index($line, $needle) < 0;
+            my $l = json_decode($line);
+            return $l if $l && defined $l->{tid} && $l->{tid} eq $tid;
         }
         return undef if time > $deadline;
         sleep 0.05;
