@@ -192,6 +192,15 @@ ngx_http_kroute_header_filter(ngx_http_request_t *r)
 
     } else {
         ctx->body_size = klcf->response_buffer_size;
+
+        /* a JSON body of known length gets just the room it needs */
+
+        if (!ctx->gzip
+            && r->headers_out.content_length_n >= 0
+            && r->headers_out.content_length_n < (off_t) ctx->body_size)
+        {
+            ctx->body_size = (size_t) r->headers_out.content_length_n + 1;
+        }
     }
 
     r->filter_need_in_memory = 1;
