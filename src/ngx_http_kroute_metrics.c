@@ -139,8 +139,13 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
         ngx_shmtx_unlock(&shm->shpool->mutex);
     }
 
-    size = 8192 + 256 * NGX_HTTP_KROUTE_HEALTH_MAX + n * NGX_HTTP_KROUTE_SERIES_LINES
-                    * (NGX_HTTP_KROUTE_LABEL_MAX + 128);
+    /* each line of a series: its labels and at most 128 bytes more */
+
+    size = 8192 + 256 * NGX_HTTP_KROUTE_HEALTH_MAX;
+
+    for (i = 0; i < n; i++) {
+        size += NGX_HTTP_KROUTE_SERIES_LINES * (snap[i].labels_len + 128);
+    }
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
