@@ -494,6 +494,10 @@ ngx_http_kroute_sse_event(void *data, const kr_sse_event_t *ev)
  * are copied to kroute's own buffers and passed on up to the end of the
  * last complete event; the unfinished tail waits in ctx->hold for the
  * rest of its event.  The usage-only event is left out.
+ *
+ * TODO: the copies are reused once sent, but a client slower than the
+ * provider lets them grow up to the size of the stream: stop consuming
+ * upstream buffers while too many of ours are busy.
  */
 
 static ngx_int_t
