@@ -22,6 +22,8 @@
 
 static ngx_regex_t *ngx_http_kroute_rule_regex(ngx_conf_t *cf,
     ngx_str_t *value, size_t skip);
+static ngx_uint_t ngx_http_kroute_rule_text(ngx_http_request_t *r,
+    ngx_regex_t *re, const u_char *text, size_t len);
 
 
 char *
@@ -168,8 +170,6 @@ ngx_int_t
 ngx_http_kroute_rules_match(ngx_http_request_t *r,
     ngx_http_kroute_loc_conf_t *klcf, kr_classify_input_t *in)
 {
-    ngx_int_t                rc;
-    ngx_str_t                s;
     ngx_uint_t               i;
     ngx_http_kroute_rule_t  *rule;
 
@@ -199,44 +199,47 @@ ngx_http_kroute_rules_match(ngx_http_request_t *r,
             continue;
         }
 
-        if (rule[i].system) {
-            s.data = in->system ? (u_char *) in->system : (u_char *) "";
-            s.len = in->system_len;
-
-            rc = ngx_regex_exec(rule[i].system, &s, NULL, 0);
-
-            if (rc == NGX_REGEX_NO_MATCHED) {
-                continue;
-            }
-
-            if (rc < 0) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              ngx_regex_exec_n " failed: %i in kroute_task",
-                              rc);
-                continue;
-            }
+        if (rule[i].system
+            && !ngx_http_kroute_rule_text(r, rule[i].system, in->system,
+                                          in->system_len))
+        {
+            continue;
         }
 
-        if (rule[i].user) {
-            s.data = in->user ? (u_char *) in->user : (u_char *) "";
-            s.len = in->user_len;
-
-            rc = ngx_regex_exec(rule[i].user, &s, NULL, 0);
-
-            if (rc == NGX_REGEX_NO_MATCHED) {
-                continue;
-            }
-
-            if (rc < 0) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              ngx_regex_exec_n " failed: %i in kroute_task",
-                              rc);
-                continue;
-            }
+        if (rule[i].user
+            && !ngx_http_kroute_rule_text(r, rule[i].user, in->user,
+                                          in->user_len))
+        {
+            continue;
         }
 
         return i;
     }
 
     return -1;
+}
+
+
+static ngx_uint_t
+ngx_http_kroute_rule_text(ngx_http_request_t *r, ngx_regex_t *re,
+    const u_char *text, size_t len)
+{
+    ngx_int_t  rc;
+    ngx_str_t  s;
+
+    s.data = text ? (u_char *) text : (u_char *) "";
+    s.len = len;
+
+    rc = ngx_regex_exec(re, &s, NULL, 0);
+
+    if (rc >= 0) {
+        return 1;
+    }
+
+    if (rc != NGX_REGEX_NO_MATCHED) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      ngx_regex_exec_n " failed: %i in kroute_task", rc);
+    }
+
+    return 0;
 }
