@@ -17,13 +17,26 @@
 #include "kr_json.h"
 
 
+/* byte classes: whitespace, ends a run of plain string bytes, ends a
+ * number or a literal */
+#define KR_JSON_WS    0x01
+#define KR_JSON_STR   0x02
+#define KR_JSON_END   0x04
+
+#define KR_JSON_ONES  0x0101010101010101ULL
+#define KR_JSON_HIGH  0x8080808080808080ULL
+
+
 typedef struct {
     const unsigned char  *end;
     const unsigned char  *err;
 } kr_json_scan_t;
 
 
-static const unsigned char *kr_json_ws(const unsigned char *p,
+static inline const unsigned char *kr_json_ws(const unsigned char *p,
+    const unsigned char *end);
+static inline uint64_t kr_json_ctl8(const unsigned char *p);
+static inline const unsigned char *kr_json_ctl(const unsigned char *p,
     const unsigned char *end);
 static const unsigned char *kr_json_scan_value(kr_json_scan_t *sc,
     const unsigned char *p, int depth);
@@ -31,18 +44,76 @@ static const unsigned char *kr_json_scan_string(kr_json_scan_t *sc,
     const unsigned char *p);
 static const unsigned char *kr_json_scan_number(kr_json_scan_t *sc,
     const unsigned char *p);
+static inline const unsigned char *kr_json_skip_string_valid(
+    const unsigned char *p, const unsigned char *end);
+static const unsigned char *kr_json_skip_valid(const unsigned char *p,
+    const unsigned char *end);
 static int kr_json_hex4(const unsigned char *p, const unsigned char *end,
     unsigned *out);
 static size_t kr_json_utf8(unsigned cp, unsigned char *out);
 static int kr_json_literal(const kr_str_t *v, const char *lit, size_t n);
 
 
-static const unsigned char *
+static const unsigned char  kr_json_cls[256] = {
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 7, 7, 2, 2, 7, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    5, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 4, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+};
+
+
+static inline const unsigned char *
 kr_json_ws(const unsigned char *p, const unsigned char *end)
 {
-    while (p < end
-           && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    while (p < end && (kr_json_cls[*p] & KR_JSON_WS)) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/*
+ * Non-zero if one of the eight bytes at p is a control byte: the usual
+ * has-byte-less-than trick, exact as a yes/no answer.
+ */
+
+static inline uint64_t
+kr_json_ctl8(const unsigned char *p)
+{
+    uint64_t  w;
+
+    memcpy(&w, p, 8);
+
+    return (w - KR_JSON_ONES * 0x20) & ~w & KR_JSON_HIGH;
+}
+
+
+/* the first control byte in [p, end), or end */
+
+static inline const unsigned char *
+kr_json_ctl(const unsigned char *p, const unsigned char *end)
+{
+    while (end - p >= 32
+           && (kr_json_ctl8(p) | kr_json_ctl8(p + 8) | kr_json_ctl8(p + 16)
+               | kr_json_ctl8(p + 24)) == 0)
     {
+        p += 32;
+    }
+
+    while (p < end && *p >= 0x20) {
         p++;
     }
 
@@ -90,28 +161,46 @@ static const unsigned char *
 kr_json_scan_string(kr_json_scan_t *sc, const unsigned char *p)
 {
     unsigned              cp, lo;
-    const unsigned char  *end;
+    const unsigned char  *end, *q, *b;
 
     end = sc->end;
 
     /* p is at the opening quote */
     p++;
+    q = p - 1;
 
-    while (p < end) {
+    for ( ;; ) {
+
+        /*
+         * memchr() finds the first quote at or after p and the first
+         * backslash before it; only the control-byte test looks at
+         * every byte, a word at a time
+         */
+
+        if (q < p) {
+            q = memchr(p, '"', (size_t) (end - p));
+            if (q == NULL) {
+                q = end;
+            }
+        }
+
+        b = memchr(p, '\\', (size_t) (q - p));
+        if (b == NULL) {
+            b = q;
+        }
+
+        p = kr_json_ctl(p, b);
+
+        if (p < b || p == end) {
+            /* a control byte, or no closing quote */
+            break;
+        }
 
         if (*p == '"') {
             return p + 1;
         }
 
-        if (*p < 0x20) {
-            sc->err = p;
-            return NULL;
-        }
-
-        if (*p != '\\') {
-            p++;
-            continue;
-        }
+        /* a backslash */
 
         if (end - p < 2) {
             sc->err = p;
@@ -357,6 +446,103 @@ kr_json_scan_value(kr_json_scan_t *sc, const unsigned char *p, int depth)
 }
 
 
+/*
+ * Skipping inside a buffer that has been validated: a string ends at the
+ * first quote not escaped by an odd run of backslashes, a container at
+ * the bracket that brings the depth back to zero.  Every read is still
+ * checked against end, so that other input costs nothing worse than
+ * meaningless spans.
+ */
+
+static inline const unsigned char *
+kr_json_skip_string_valid(const unsigned char *p, const unsigned char *end)
+{
+    const unsigned char  *s, *q, *b;
+
+    s = p + 1;
+    q = s;
+
+    while (q < end) {
+        q = memchr(q, '"', (size_t) (end - q));
+        if (q == NULL) {
+            break;
+        }
+
+        for (b = q; b > s && b[-1] == '\\'; b--) { /* void */ }
+
+        if (((q - b) & 1) == 0) {
+            return q + 1;
+        }
+
+        q++;
+    }
+
+    return end;
+}
+
+
+static const unsigned char *
+kr_json_skip_valid(const unsigned char *p, const unsigned char *end)
+{
+    size_t  depth;
+
+    if (p >= end) {
+        return end;
+    }
+
+    if (*p == '"') {
+        return kr_json_skip_string_valid(p, end);
+    }
+
+    if (*p != '{' && *p != '[') {
+        while (p < end && !(kr_json_cls[*p] & KR_JSON_END)) {
+            p++;
+        }
+
+        return p;
+    }
+
+    depth = 0;
+
+    while (p < end) {
+
+        /* pretty-printed bodies indent with runs of spaces */
+
+        while (end - p >= 8 && memcmp(p, "        ", 8) == 0) {
+            p += 8;
+        }
+
+        if (p == end) {
+            break;
+        }
+
+        switch (*p) {
+
+        case '"':
+            p = kr_json_skip_string_valid(p, end);
+            continue;
+
+        case '{':
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            if (--depth == 0) {
+                return p + 1;
+            }
+
+            break;
+        }
+
+        p++;
+    }
+
+    return end;
+}
+
+
 int
 kr_json_validate(const unsigned char *p, size_t len, size_t *err_off)
 {
@@ -442,6 +628,20 @@ kr_json_iter_init(kr_json_iter_t *it, const kr_str_t *container)
     it->p = p + 1;
     it->end = end;
     it->state = 0;
+    it->valid = 0;
+
+    return 0;
+}
+
+
+int
+kr_json_iter_init_valid(kr_json_iter_t *it, const kr_str_t *container)
+{
+    if (kr_json_iter_init(it, container) != 0) {
+        return -1;
+    }
+
+    it->valid = 1;
 
     return 0;
 }
@@ -490,8 +690,9 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
     sc.err = p;
 
     k = p;
-    p = kr_json_scan_string(&sc, p);
-    if (p == NULL) {
+    p = it->valid ? kr_json_skip_string_valid(p, end)
+                  : kr_json_scan_string(&sc, p);
+    if (p == NULL || p - k < 2) {
         return -1;
     }
 
@@ -507,8 +708,8 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
     p = kr_json_ws(p + 1, end);
     k = p;
 
-    p = kr_json_scan_value(&sc, p, 1);
-    if (p == NULL) {
+    p = it->valid ? kr_json_skip_valid(p, end) : kr_json_scan_value(&sc, p, 1);
+    if (p == NULL || p == k) {
         return -1;
     }
 
@@ -561,8 +762,8 @@ kr_json_array_next(kr_json_iter_t *it, kr_str_t *value)
     sc.err = p;
 
     v = p;
-    p = kr_json_scan_value(&sc, p, 1);
-    if (p == NULL) {
+    p = it->valid ? kr_json_skip_valid(p, end) : kr_json_scan_value(&sc, p, 1);
+    if (p == NULL || p == v) {
         return -1;
     }
 
@@ -618,6 +819,12 @@ kr_json_char_next(const unsigned char **pp, const unsigned char *end,
 
     if (p >= end) {
         return 0;
+    }
+
+    if (*p < 0x80 && *p != '\\') {
+        out[0] = *p;
+        *pp = p + 1;
+        return 1;
     }
 
     if (*p != '\\') {
@@ -734,11 +941,40 @@ kr_json_string_decode(const kr_str_t *raw, unsigned char *dst, size_t size)
 {
     size_t                n, w;
     unsigned char         ch[4];
-    const unsigned char  *p, *end;
+    const unsigned char  *p, *end, *q;
 
     kr_json_unquote(raw, &p, &end);
 
     w = 0;
+
+    while (p < end) {
+
+        /* bytes up to the next backslash come out unchanged */
+
+        q = memchr(p, '\\', (size_t) (end - p));
+        n = (q ? q : end) - p;
+
+        if (size - w < n) {
+            break;
+        }
+
+        if (n) {
+            memcpy(dst + w, p, n);
+            w += n;
+            p += n;
+        }
+
+        n = kr_json_char_next(&p, end, ch);
+
+        if (n == 0 || size - w < n) {
+            return w;
+        }
+
+        memcpy(dst + w, ch, n);
+        w += n;
+    }
+
+    /* the run that does not fit: as many whole characters as do */
 
     for ( ;; ) {
         n = kr_json_char_next(&p, end, ch);
@@ -758,27 +994,34 @@ kr_json_string_decode(const kr_str_t *raw, unsigned char *dst, size_t size)
 size_t
 kr_json_string_decoded_len(const kr_str_t *raw)
 {
-    size_t                n, w;
+    size_t                w;
     unsigned char         ch[4];
-    const unsigned char  *p, *end;
+    const unsigned char  *p, *end, *q;
 
     kr_json_unquote(raw, &p, &end);
 
     w = 0;
 
-    for ( ;; ) {
-        /* fast path over plain bytes */
-        while (p < end && *p != '\\' && *p < 0x80) {
-            p++;
-            w++;
-        }
+    while (p < end) {
+        q = memchr(p, '\\', (size_t) (end - p));
 
-        n = kr_json_char_next(&p, end, ch);
-        if (n == 0) {
+        if (q == NULL) {
+            w += (size_t) (end - p);
             break;
         }
 
-        w += n;
+        w += (size_t) (q - p);
+        p = q;
+
+        /* every escape but the hex ones stands for one byte */
+
+        if (end - p >= 2 && p[1] != 'u') {
+            w++;
+            p += 2;
+            continue;
+        }
+
+        w += kr_json_char_next(&p, end, ch);
     }
 
     return w;

@@ -34,6 +34,7 @@ typedef struct {
     const unsigned char  *end;
     unsigned char         type;      /* '{' or '[' */
     unsigned char         state;     /* 0 first, 1 after member, 2 done */
+    unsigned char         valid;     /* buffer already validated */
 } kr_json_iter_t;
 
 
@@ -48,6 +49,14 @@ const unsigned char *kr_json_skip(const unsigned char *p,
 int kr_json_value(const unsigned char *p, size_t len, kr_str_t *out);
 
 int kr_json_iter_init(kr_json_iter_t *it, const kr_str_t *container);
+
+/*
+ * The same for a container inside a buffer that kr_json_validate()
+ * accepted: the iterators then skip values at memchr() speed instead of
+ * checking them again.  On any other input they stay within the buffer
+ * but the spans they return mean nothing.
+ */
+int kr_json_iter_init_valid(kr_json_iter_t *it, const kr_str_t *container);
 int kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value);
 int kr_json_array_next(kr_json_iter_t *it, kr_str_t *value);
 

@@ -41,6 +41,7 @@ typedef struct {
     size_t          parts;
     size_t          ticks;
     size_t          fences;
+    unsigned        tick_escape:1;   /* "\u0060" or "\`" seen */
 } kr_request_count_t;
 
 
@@ -54,16 +55,24 @@ typedef struct {
 
 static int kr_request_walk(const kr_str_t *content, kr_request_text_pt cb,
     void *ctx, size_t *n_images);
+static inline size_t kr_request_group(const unsigned char *p, size_t n,
+    size_t j);
+static size_t kr_request_floor(const unsigned char *p, size_t n, size_t k);
 static void kr_request_count_text(void *ctx, const kr_str_t *raw);
 static void kr_request_count_fences(void *ctx, const kr_str_t *raw);
 static void kr_request_emit_text(void *ctx, const kr_str_t *raw);
 static void kr_request_emit(kr_request_text_out_t *o,
     const unsigned char *p, size_t n);
+static void kr_request_put_run(kr_request_text_out_t *o,
+    const unsigned char *p, size_t n);
+static void kr_request_emit_run(kr_request_text_out_t *o,
+    const unsigned char *p, size_t n);
 static int kr_request_message(kr_request_t *req, const kr_str_t *msg,
-    int64_t index, const char **err);
+    int64_t index, int *tick_escape, const char **err);
 static int kr_request_stream_options(kr_request_t *req,
     const unsigned char *body, const kr_str_t *v);
 static size_t kr_request_escape(unsigned char *dst, const kr_str_t *s);
+static inline int kr_request_is_ws(unsigned char c);
 
 
 static const char  kr_usage_member[] = "\"stream_options\":"
@@ -89,7 +98,9 @@ kr_request_walk(const kr_str_t *content, kr_request_text_pt cb, void *ctx,
         return 0;
     }
 
-    if (kr_json_iter_init(&it, content) != 0 || it.type != '[') {
+    /* content always lies in validated memory, see kr_request_text() */
+
+    if (kr_json_iter_init_valid(&it, content) != 0 || it.type != '[') {
         return -1;
     }
 
@@ -100,7 +111,7 @@ kr_request_walk(const kr_str_t *content, kr_request_text_pt cb, void *ctx,
             continue;
         }
 
-        if (kr_json_iter_init(&pit, &part) != 0 || pit.type != '{') {
+        if (kr_json_iter_init_valid(&pit, &part) != 0 || pit.type != '{') {
             return -1;
         }
 
@@ -146,12 +157,46 @@ kr_request_walk(const kr_str_t *content, kr_request_text_pt cb, void *ctx,
 }
 
 
+/*
+ * kr_json_string_decoded_len(), noting on the way the escapes that stand
+ * for a backtick, so that fences need counting only in text that has one
+ */
+
 static void
 kr_request_count_text(void *ctx, const kr_str_t *raw)
 {
-    kr_request_count_t  *c = ctx;
+    unsigned char         ch[4];
+    const unsigned char  *p, *end, *q;
+    kr_request_count_t   *c = ctx;
 
-    c->bytes += kr_json_string_decoded_len(raw);
+    p = raw->data + 1;
+    end = raw->data + raw->len - 1;
+
+    while (p < end) {
+        q = memchr(p, '\\', (size_t) (end - p));
+
+        if (q == NULL) {
+            c->bytes += (size_t) (end - p);
+            break;
+        }
+
+        c->bytes += (size_t) (q - p);
+        p = q;
+
+        if (end - p >= 2 && p[1] != 'u') {
+            c->tick_escape |= (p[1] == '`');
+            c->bytes++;
+            p += 2;
+            continue;
+        }
+
+        if (end - p >= 6 && memcmp(p + 1, "u0060", 5) == 0) {
+            c->tick_escape = 1;
+        }
+
+        c->bytes += kr_json_char_next(&p, end, ch);
+    }
+
     c->parts++;
 }
 
@@ -159,9 +204,8 @@ kr_request_count_text(void *ctx, const kr_str_t *raw)
 static void
 kr_request_count_fences(void *ctx, const kr_str_t *raw)
 {
-    size_t                n;
     unsigned char         ch[4];
-    const unsigned char  *p, *end;
+    const unsigned char  *p, *end, *q, *t;
     kr_request_count_t   *c = ctx;
 
     p = raw->data + 1;
@@ -170,21 +214,60 @@ kr_request_count_fences(void *ctx, const kr_str_t *raw)
     /* a fence never spans two content parts */
     c->ticks = 0;
 
-    for ( ;; ) {
-        n = kr_json_char_next(&p, end, ch);
+    while (p < end) {
+        q = memchr(p, '\\', (size_t) (end - p));
+        if (q == NULL) {
+            q = end;
+        }
 
-        if (n == 1 && ch[0] == '`') {
+        /*
+         * a backtick is never part of a longer UTF-8 character, so in the
+         * plain bytes before the backslash the runs of ticks are found
+         * by memchr() alone
+         */
+
+        while (p < q) {
+            t = memchr(p, '`', (size_t) (q - p));
+
+            if (t == NULL) {
+                c->ticks = 0;
+                break;
+            }
+
+            if (t != p) {
+                c->ticks = 0;
+            }
+
+            for (p = t; p < q && *p == '`'; p++) {
+                if (++c->ticks == 3) {
+                    c->fences++;
+                }
+            }
+        }
+
+        p = q;
+
+        if (p == end) {
+            break;
+        }
+
+        /* an escape: only "\u0060" (or a stray "\`") decodes to a tick */
+
+        if (end - p >= 2 && p[1] != 'u') {
+            ch[0] = p[1];
+            p += 2;
+
+        } else if (kr_json_char_next(&p, end, ch) != 1) {
+            ch[0] = '\0';
+        }
+
+        if (ch[0] == '`') {
             if (++c->ticks == 3) {
                 c->fences++;
             }
 
-            continue;
-        }
-
-        c->ticks = 0;
-
-        if (n == 0) {
-            break;
+        } else {
+            c->ticks = 0;
         }
     }
 }
@@ -236,12 +319,153 @@ kr_request_emit(kr_request_text_out_t *o, const unsigned char *p, size_t n)
 }
 
 
+/*
+ * Plain bytes (no backslash) are grouped into characters the way
+ * kr_json_char_next() groups them: a lead byte with all the continuation
+ * bytes it announces, any other byte alone.  Every byte that is not a
+ * continuation byte therefore starts a character, which makes a cut
+ * point decidable by looking at most three bytes back.
+ */
+
+static inline size_t
+kr_request_group(const unsigned char *p, size_t n, size_t j)
+{
+    size_t  g, i;
+
+    g = (p[j] < 0xC0) ? 1 : (p[j] < 0xE0) ? 2 : (p[j] < 0xF0) ? 3 : 4;
+
+    if (n - j < g) {
+        return 1;
+    }
+
+    for (i = 1; i < g; i++) {
+        if ((p[j + i] & 0xC0) != 0x80) {
+            return 1;
+        }
+    }
+
+    return g;
+}
+
+
+/* the last character boundary at or before k in the run p[0 .. n) */
+
+static size_t
+kr_request_floor(const unsigned char *p, size_t n, size_t k)
+{
+    size_t  j;
+
+    if (k >= n || (p[k] & 0xC0) != 0x80) {
+        return (k >= n) ? n : k;
+    }
+
+    for (j = k; j > 0 && k - j < 3; /* void */ ) {
+        j--;
+
+        if ((p[j] & 0xC0) != 0x80) {
+            return (j + kr_request_group(p, n, j) > k) ? j : k;
+        }
+    }
+
+    return k;
+}
+
+
+static void
+kr_request_put_run(kr_request_text_out_t *o, const unsigned char *p,
+    size_t n)
+{
+    size_t  k;
+
+    if (o->full) {
+        return;
+    }
+
+    k = n;
+
+    if (o->size - o->w < n) {
+        k = kr_request_floor(p, n, o->size - o->w);
+        o->full = 1;
+    }
+
+    if (k) {
+        memcpy(o->dst + o->w, p, k);
+        o->w += k;
+    }
+}
+
+
+/*
+ * A run of plain bytes, with the same outcome as kr_request_emit() called
+ * for each of its characters: the part inside the head and the part from
+ * the tail start on are copied whole, and the middle is stepped over.
+ */
+
+static void
+kr_request_emit_run(kr_request_text_out_t *o, const unsigned char *p,
+    size_t n)
+{
+    size_t  k, t;
+
+    if (!o->cut) {
+        kr_request_put_run(o, p, n);
+        o->off += n;
+        return;
+    }
+
+    k = 0;
+
+    if (!o->head_closed) {
+        k = (o->head - o->off >= n) ? n
+                                    : kr_request_floor(p, n, o->head - o->off);
+
+        kr_request_put_run(o, p, k);
+
+        if (k < n) {
+            o->head_closed = 1;
+        }
+    }
+
+    if (k < n) {
+        t = k;
+
+        if (o->tail_start > o->off + k) {
+            t = o->tail_start - o->off;
+
+            if (t < n) {
+                k = kr_request_floor(p, n, t);
+
+                /* the character that straddles the tail start is dropped */
+                t = (k == t) ? t : k + kr_request_group(p, n, k);
+            }
+        }
+
+        if (t < n) {
+            if (!o->sep_written && !o->full) {
+                if (o->size - o->w >= 1) {
+                    o->dst[o->w++] = '\n';
+
+                } else {
+                    o->full = 1;
+                }
+            }
+
+            o->sep_written = 1;
+
+            kr_request_put_run(o, p + t, n - t);
+        }
+    }
+
+    o->off += n;
+}
+
+
 static void
 kr_request_emit_text(void *ctx, const kr_str_t *raw)
 {
     size_t                  n;
     unsigned char           ch[4];
-    const unsigned char    *p, *end;
+    const unsigned char    *p, *end, *q;
     kr_request_text_out_t  *o = ctx;
 
     if (!o->first) {
@@ -253,7 +477,31 @@ kr_request_emit_text(void *ctx, const kr_str_t *raw)
     p = raw->data + 1;
     end = raw->data + raw->len - 1;
 
-    while ((n = kr_json_char_next(&p, end, ch)) != 0) {
+    while (p < end && !o->full) {
+        q = memchr(p, '\\', (size_t) (end - p));
+        if (q == NULL) {
+            q = end;
+        }
+
+        if (q != p) {
+            kr_request_emit_run(o, p, (size_t) (q - p));
+            p = q;
+        }
+
+        if (p == end) {
+            break;
+        }
+
+        if (o->head_closed && o->off < o->tail_start
+            && end - p >= 2 && p[1] != 'u')
+        {
+            /* a one-byte escape in the middle that is cut out */
+            o->off++;
+            p += 2;
+            continue;
+        }
+
+        n = kr_json_char_next(&p, end, ch);
         kr_request_emit(o, ch, n);
     }
 }
@@ -291,6 +539,13 @@ kr_request_text(const kr_str_t *content, unsigned char *dst, size_t size,
 }
 
 
+static inline int
+kr_request_is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+
 static int
 kr_request_stream_options(kr_request_t *req, const unsigned char *body,
     const kr_str_t *v)
@@ -307,7 +562,7 @@ kr_request_stream_options(kr_request_t *req, const unsigned char *body,
         return 0;
     }
 
-    if (kr_json_iter_init(&it, v) != 0 || it.type != '{') {
+    if (kr_json_iter_init_valid(&it, v) != 0 || it.type != '{') {
         return -1;
     }
 
@@ -325,14 +580,14 @@ kr_request_stream_options(kr_request_t *req, const unsigned char *body,
 
 static int
 kr_request_message(kr_request_t *req, const kr_str_t *msg, int64_t index,
-    const char **err)
+    int *tick_escape, const char **err)
 {
     int                 rc, role;
     kr_str_t            key, val, content, rv;
     kr_json_iter_t      it;
     kr_request_count_t  c;
 
-    if (kr_json_iter_init(&it, msg) != 0 || it.type != '{') {
+    if (kr_json_iter_init_valid(&it, msg) != 0 || it.type != '{') {
         *err = "each message must be an object";
         return -1;
     }
@@ -402,6 +657,7 @@ kr_request_message(kr_request_t *req, const kr_str_t *msg, int64_t index,
 
     req->text_bytes += c.bytes;
     req->roles[role]++;
+    *tick_escape = c.tick_escape;
 
     if ((role == KR_ROLE_SYSTEM || role == KR_ROLE_DEVELOPER)
         && req->system_index < 0)
@@ -423,7 +679,7 @@ int
 kr_request_parse(kr_request_t *req, const unsigned char *body, size_t len,
     const char **err)
 {
-    int              rc, seen_model, seen_messages;
+    int              rc, seen_model, seen_messages, tick_esc, user_tick_esc;
     int64_t          index, iv;
     kr_str_t         top, key, val, messages, msg, t;
     kr_json_iter_t   it, mit;
@@ -444,12 +700,28 @@ kr_request_parse(kr_request_t *req, const unsigned char *body, size_t len,
         return -1;
     }
 
-    if (kr_json_value(body, len, &top) != 0 || !kr_json_is_object(&top)) {
+    /* a valid body is one value between whitespace */
+
+    top.data = body;
+    top.len = len;
+
+    while (top.len && kr_request_is_ws(top.data[0])) {
+        top.data++;
+        top.len--;
+    }
+
+    while (top.len && kr_request_is_ws(top.data[top.len - 1])) {
+        top.len--;
+    }
+
+    if (!kr_json_is_object(&top)) {
         *err = "body must be a JSON object";
         return -1;
     }
 
-    (void) kr_json_iter_init(&it, &top);
+    /* from here on nothing needs checking again */
+
+    (void) kr_json_iter_init_valid(&it, &top);
 
     seen_model = 0;
     seen_messages = 0;
@@ -512,7 +784,7 @@ kr_request_parse(kr_request_t *req, const unsigned char *body, size_t len,
                 continue;
             }
 
-            if (kr_json_iter_init(&mit, &val) != 0 || mit.type != '[') {
+            if (kr_json_iter_init_valid(&mit, &val) != 0 || mit.type != '[') {
                 *err = "\"tools\" must be an array";
                 return -1;
             }
@@ -642,16 +914,21 @@ kr_request_parse(kr_request_t *req, const unsigned char *body, size_t len,
         return -1;
     }
 
-    if (kr_json_iter_init(&mit, &messages) != 0 || mit.type != '[') {
+    if (kr_json_iter_init_valid(&mit, &messages) != 0 || mit.type != '[') {
         *err = "\"messages\" must be a non-empty array";
         return -1;
     }
 
     index = 0;
+    user_tick_esc = 0;
 
     while ((rc = kr_json_array_next(&mit, &msg)) == 1) {
-        if (kr_request_message(req, &msg, index, err) != 0) {
+        if (kr_request_message(req, &msg, index, &tick_esc, err) != 0) {
             return -1;
+        }
+
+        if (req->last_user_index == index) {
+            user_tick_esc = tick_esc;
         }
 
         index++;
@@ -664,7 +941,14 @@ kr_request_parse(kr_request_t *req, const unsigned char *body, size_t len,
         return -1;
     }
 
-    if (req->last_user_index >= 0) {
+    /* no fence without a backtick, raw or escaped */
+
+    if (req->last_user_index >= 0 && req->last_user_content.len
+        && (user_tick_esc
+            || memchr(req->last_user_content.data, '`',
+                      req->last_user_content.len)
+               != NULL))
+    {
         memset(&c, 0, sizeof(c));
         (void) kr_request_walk(&req->last_user_content,
                                kr_request_count_fences, &c, NULL);

@@ -97,6 +97,13 @@ typedef struct {
 int kr_request_parse(kr_request_t *req, const unsigned char *body,
     size_t len, const char **err);
 
+/*
+ * The decoded text of a message content as kr_request_parse() found it
+ * (system_content, last_user_content): parts joined by LF, and when
+ * longer than head + tail only the first head and the last tail bytes,
+ * joined by LF, without splitting a character.  The content is trusted
+ * to be valid JSON; other input is read within its bounds only.
+ */
 size_t kr_request_text(const kr_str_t *content, unsigned char *dst,
     size_t size, size_t head, size_t tail);
 

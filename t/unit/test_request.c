@@ -434,6 +434,22 @@ test_fields(void)
     is_int(req.tool_choice, KR_TOOL_CHOICE_OTHER, "other tool_choice");
     is_int(req.response_format, KR_RESPONSE_FORMAT_OTHER, "other format");
     free(p);
+
+    p = tap_dup("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                "\"content\":\"```\"},{\"role\":\"user\",\"content\":"
+                "\"\\u0060\\u0060\\u0060 x \\u0060\\u0060\\u0060\"}]}",
+                &len);
+    is_int(kr_request_parse(&req, p, len, &err), 0, "escaped ticks parse");
+    is_uint(req.code_fences, 2, "fences made of escaped ticks only");
+    free(p);
+
+    p = tap_dup("{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                "\"content\":\"\\u0060\\u0060\\u0060\"},{\"role\":"
+                "\"user\",\"content\":\"no fence\"},{\"role\":"
+                "\"assistant\",\"content\":\"```\"}]}", &len);
+    is_int(kr_request_parse(&req, p, len, &err), 0, "earlier ticks parse");
+    is_uint(req.code_fences, 0, "only the last user message counts");
+    free(p);
 }
 
 
@@ -472,6 +488,22 @@ test_text(void)
          "one\ntwo");
     TEXT("[{\"type\":\"text\",\"text\":\"one\"},"
          "{\"type\":\"text\",\"text\":\"two\"}]", 100, 2, 2, "on\nwo");
+
+    /* cuts next to multi-byte characters and escapes */
+    TEXT("\"ab\xc3\xa9" "cd\"", 100, 3, 0, "ab");
+    TEXT("\"ab\xc3\xa9" "cd\"", 100, 1, 4, "a\n\xc3\xa9" "cd");
+    TEXT("\"ab\xc3\xa9" "cd\"", 100, 1, 3, "a\ncd");
+    TEXT("\"ab\\u00e9cd\"", 100, 3, 2, "ab\ncd");
+    TEXT("\"ab\\u00e9cd\"", 100, 4, 4, "ab\xc3\xa9" "cd");
+    TEXT("\"\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\"", 100, 4, 4,
+         "\xe2\x82\xac\n\xe2\x82\xac");
+    TEXT("\"\xe2\x82\xac\xe2\x82\xac\"", 5, 100, 100, "\xe2\x82\xac");
+    TEXT("\"x\\ud83d\\ude00y\"", 100, 2, 2, "x\ny");
+    TEXT("\"x\\ud83d\\ude00y\"", 100, 0, 5, "\n\xf0\x9f\x98\x80y");
+    TEXT("\"\xc3\xa9\xc3\"", 100, 1, 1, "\n\xc3");
+    TEXT("\"a\\nb\\nc\\nd\\ne\"", 100, 2, 2, "a\n\n\ne");
+    TEXT("\"abcdef\"", 4, 2, 2, "ab\ne");
+    TEXT("\"abcdef\"", 2, 2, 2, "ab");
     TEXT("null", 100, 100, 100, "");
     TEXT("[]", 100, 100, 100, "");
     TEXT("42", 100, 100, 100, "");
