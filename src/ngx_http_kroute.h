@@ -61,6 +61,9 @@
 
 #define NGX_HTTP_KROUTE_EVENT_BUF         (64 * 1024)
 
+/* usage above this many tokens for one request is not believed */
+#define NGX_HTTP_KROUTE_TOKENS_MAX        10000000000LL
+
 /* per-hour metrics sent to Redis, in this order */
 #define NGX_HTTP_KROUTE_M_REQ             0
 #define NGX_HTTP_KROUTE_M_ERR             1

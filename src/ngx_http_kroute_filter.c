@@ -890,7 +890,8 @@ ngx_http_kroute_usage_tail(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
 void
 ngx_http_kroute_finalize(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
 {
-    ngx_uint_t                status;
+    uint64_t                  est;
+    ngx_uint_t                status, partial;
     kr_usage_t               *u;
     ngx_http_kroute_model_t  *m;
 
@@ -960,17 +961,49 @@ ngx_http_kroute_finalize(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
         goto zero;
     }
 
-    if (u->have_usage && u->input >= 0 && u->output >= 0) {
+    if (u->have_usage
+        && (u->input > NGX_HTTP_KROUTE_TOKENS_MAX
+            || u->output > NGX_HTTP_KROUTE_TOKENS_MAX
+            || u->cached > u->input || u->cache_write > u->input
+            || u->reasoning > u->output))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "kroute: provider usage out of range (input %L, "
+                      "output %L), the request is estimated",
+                      u->input, u->output);
+        u->have_usage = 0;
+    }
+
+    /*
+     * An Anthropic stream gives placeholder usage in message_start and
+     * the real one in message_delta: a stream cut before that is only
+     * partly known.
+     */
+
+    partial = ctx->sse_response
+              && ctx->format == NGX_HTTP_KROUTE_FORMAT_ANTHROPIC
+              && u->finish_reason[0] == '\0';
+
+    if (u->have_usage && u->input >= 0 && u->output >= 0 && !partial) {
         ctx->usage_source = NGX_HTTP_KROUTE_USAGE_PROVIDER;
 
     } else {
         /* never a silent 0: an estimate, marked as such */
         ctx->usage_source = NGX_HTTP_KROUTE_USAGE_ESTIMATE;
-        u->input = ctx->est_input;
-        u->output = (ctx->est_output_bytes + 3) / 4;
-        u->cached = 0;
-        u->cache_write = 0;
-        u->reasoning = 0;
+
+        est = (ctx->est_output_bytes + 3) / 4;
+
+        if (u->have_usage && u->input >= 0 && u->output >= 0) {
+            /* the input the provider counted stands */
+            u->output = ngx_max((uint64_t) u->output, est);
+
+        } else {
+            u->input = ctx->est_input;
+            u->output = est;
+            u->cached = 0;
+            u->cache_write = 0;
+            u->reasoning = 0;
+        }
     }
 
     if (u->cached < 0) {

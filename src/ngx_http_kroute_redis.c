@@ -97,7 +97,9 @@ static void ngx_http_kroute_redis_write(ngx_event_t *ev);
 
 /*
  * KEYS[1] is the batch marker; KEYS[2..] are hashes, each with its
- * field count in ARGV followed by field, increment pairs.
+ * field count in ARGV followed by field, increment pairs.  A field that
+ * cannot take its increment (a wrong type, an overflow) does not stop
+ * the others: the marker is set, so the batch must apply whole.
  */
 
 static const char  ngx_http_kroute_script[] =
@@ -109,7 +111,7 @@ static const char  ngx_http_kroute_script[] =
         "local n = tonumber(ARGV[a]) "
         "a = a + 1 "
         "for j = 1, n do "
-            "redis.call('HINCRBY', KEYS[k], ARGV[a], ARGV[a + 1]) "
+            "redis.pcall('HINCRBY', KEYS[k], ARGV[a], ARGV[a + 1]) "
             "a = a + 2 "
         "end "
     "end "

@@ -406,43 +406,70 @@ ngx_http_kroute_attribution(ngx_http_request_t *r,
 
 
 /*
- * A dimension value as it may be stored and printed: control bytes
- * become '_', and a value longer than max is cut at a UTF-8 character
- * boundary.
+ * A dimension value as it may be stored and printed: control bytes and
+ * bytes that are not valid UTF-8 become '_' (Prometheus refuses a whole
+ * scrape over one bad label), and a value longer than max is cut at a
+ * character boundary.
  */
 
 static void
 ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst, ngx_str_t *src,
     size_t max)
 {
-    u_char  *p;
-    size_t   len, i;
+    u_char    *p, *s, *last, *start;
+    size_t     n;
+    uint32_t   ch;
 
-    len = src->len;
+    /* src may be dst */
 
-    if (len > max) {
-        len = max;
+    s = src->data;
+    last = src->data + src->len;
 
-        /* step back over continuation bytes to a lead byte, and drop it */
-
-        while (len && (src->data[len] & 0xc0) == 0x80) {
-            len--;
-        }
-    }
-
-    p = ngx_pnalloc(r->pool, len);
+    p = ngx_pnalloc(r->pool, ngx_min(src->len, max));
     if (p == NULL) {
         ngx_str_null(dst);
         return;
     }
 
-    for (i = 0; i < len; i++) {
-        p[i] = (src->data[i] < 0x20 || src->data[i] == 0x7f)
-               ? '_' : src->data[i];
+    dst->data = p;
+
+    while (s < last) {
+
+        if (*s < 0x80) {
+            if ((size_t) (p - dst->data) + 1 > max) {
+                break;
+            }
+
+            *p++ = (*s < 0x20 || *s == 0x7f) ? '_' : *s;
+            s++;
+            continue;
+        }
+
+        start = s;
+        ch = ngx_utf8_decode(&s, last - s);
+
+        if (ch > 0x10ffff) {
+            /* not UTF-8: one byte becomes '_' */
+            s = start + 1;
+
+            if ((size_t) (p - dst->data) + 1 > max) {
+                break;
+            }
+
+            *p++ = '_';
+            continue;
+        }
+
+        n = s - start;
+
+        if ((size_t) (p - dst->data) + n > max) {
+            break;
+        }
+
+        p = ngx_cpymem(p, start, n);
     }
 
-    dst->data = p;
-    dst->len = len;
+    dst->len = p - dst->data;
 }
 
 
