@@ -58,6 +58,8 @@ typedef struct {
     ngx_uint_t                     batch_max;
     ngx_msec_t                     nomem_logged;
     ngx_msec_t                     error_logged;
+    u_char                         moved_host[NGX_INET_ADDRSTRLEN + 1];
+    ngx_uint_t                     moved_port;
     unsigned                       connecting:1;
     unsigned                       connected:1;
     unsigned                       outstanding:1;
@@ -82,6 +84,8 @@ static void ngx_http_kroute_redis_on_disconnect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_kroute_redis_on_reply(redisAsyncContext *ac,
     void *reply, void *privdata);
+static ngx_int_t ngx_http_kroute_redis_moved(ngx_http_kroute_link_t *lk,
+    redisReply *rr);
 static void ngx_http_kroute_redis_on_setup(redisAsyncContext *ac,
     void *reply, void *privdata);
 static ngx_int_t ngx_http_kroute_redis_cut(ngx_http_kroute_link_t *lk);
@@ -675,6 +679,10 @@ ngx_http_kroute_redis_connect(ngx_http_kroute_link_t *lk)
     if (lk->conf->unix_path.len) {
         ac = redisAsyncConnectUnix((const char *) lk->conf->unix_path.data);
 
+    } else if (lk->moved_port) {
+        ac = redisAsyncConnect((const char *) lk->moved_host,
+                               (int) lk->moved_port);
+
     } else {
         ac = redisAsyncConnect((const char *) lk->conf->host.data,
                                (int) lk->conf->port);
@@ -896,6 +904,67 @@ ngx_http_kroute_redis_on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 
+/*
+ * "MOVED <slot> <ip>:<port>" from a Redis Cluster node: every key of a
+ * batch has the instance's hash tag, so the node named owns them all.
+ * The link reconnects there at the next tick and sends the batch again.
+ */
+
+static ngx_int_t
+ngx_http_kroute_redis_moved(ngx_http_kroute_link_t *lk, redisReply *rr)
+{
+    u_char     *p, *last, *colon;
+    size_t      len;
+    ngx_int_t   port;
+
+    if (rr->len < 6 || ngx_strncmp(rr->str, "MOVED ", 6) != 0) {
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) rr->str + 6;
+    last = (u_char *) rr->str + rr->len;
+
+    p = ngx_strlchr(p, last, ' ');
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p++;
+
+    colon = NULL;
+
+    for (last = p; last < (u_char *) rr->str + rr->len; last++) {
+        if (*last == ':') {
+            colon = last;
+        }
+    }
+
+    if (colon == NULL) {
+        return NGX_DECLINED;
+    }
+
+    len = colon - p;
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    if (len == 0 || len >= sizeof(lk->moved_host) || port < 1
+        || port > 65535 || ngx_inet_addr(p, len) == INADDR_NONE)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(lk->moved_host, p, len);
+    lk->moved_host[len] = '\0';
+    lk->moved_port = port;
+    lk->reconnect = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, lk->log, 0,
+                  "kroute: redis batches move to %s:%ui", lk->moved_host,
+                  lk->moved_port);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_kroute_redis_on_setup(redisAsyncContext *ac, void *reply,
     void *privdata)
@@ -905,6 +974,20 @@ ngx_http_kroute_redis_on_setup(redisAsyncContext *ac, void *reply,
     redisReply  *rr = reply;
 
     if (rr && rr->type == REDIS_REPLY_ERROR) {
+
+        if (rr->len > 6 && ngx_strncmp(rr->str, "MOVED ", 6) == 0
+            && ngx_strcmp((char *) privdata, "SADD") == 0)
+        {
+            /*
+             * TODO: the instances set has no hash tag; in a cluster it
+             * lives on another node than the batches
+             */
+            ngx_log_error(NGX_LOG_INFO, lk->log, 0,
+                          "kroute: redis SADD of the instance redirected: "
+                          "%*s", rr->len, rr->str);
+            return;
+        }
+
         lk->shm->sh->redis_failures++;
 
         if (ngx_http_kroute_redis_log_ok(lk)) {
@@ -1302,6 +1385,13 @@ ngx_http_kroute_redis_on_reply(redisAsyncContext *ac, void *reply,
 
     if (rr == NULL) {
         /* the connection went away; the batch is sent again later */
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR
+        && ngx_http_kroute_redis_moved(lk, rr) == NGX_OK)
+    {
+        /* a cluster node that does not own the slot: follow it */
         return;
     }
 
