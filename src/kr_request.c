@@ -511,8 +511,7 @@ size_t
 kr_request_text(const kr_str_t *content, unsigned char *dst, size_t size,
     size_t head, size_t tail)
 {
-    kr_request_count_t     c;
-    kr_request_text_out_t  o;
+    kr_request_count_t  c;
 
     memset(&c, 0, sizeof(c));
 
@@ -520,11 +519,22 @@ kr_request_text(const kr_str_t *content, unsigned char *dst, size_t size,
         return 0;
     }
 
+    return kr_request_text_n(content, c.bytes + (c.parts ? c.parts - 1 : 0),
+                             dst, size, head, tail);
+}
+
+
+size_t
+kr_request_text_n(const kr_str_t *content, size_t total, unsigned char *dst,
+    size_t size, size_t head, size_t tail)
+{
+    kr_request_text_out_t  o;
+
     memset(&o, 0, sizeof(o));
 
     o.dst = dst;
     o.size = size;
-    o.total = c.bytes + (c.parts ? c.parts - 1 : 0);
+    o.total = total;
     o.head = head;
     o.first = 1;
 
@@ -664,11 +674,13 @@ kr_request_message(kr_request_t *req, const kr_str_t *msg, int64_t index,
     {
         req->system_index = index;
         req->system_content = content;
+        req->system_text_len = c.bytes + (c.parts ? c.parts - 1 : 0);
     }
 
     if (role == KR_ROLE_USER) {
         req->last_user_index = index;
         req->last_user_content = content;
+        req->last_user_text_len = c.bytes + (c.parts ? c.parts - 1 : 0);
     }
 
     return 0;

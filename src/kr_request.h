@@ -88,6 +88,10 @@ typedef struct {
     int64_t     last_user_index;
     kr_str_t    last_user_content;
 
+    /* the length kr_request_text() would find, parts and LFs counted */
+    size_t      system_text_len;
+    size_t      last_user_text_len;
+
     size_t      text_bytes;         /* decoded text of all contents */
     size_t      n_images;           /* image content parts */
     size_t      code_fences;        /* runs of 3+ backticks, last user */
@@ -106,6 +110,13 @@ int kr_request_parse(kr_request_t *req, const unsigned char *body,
  */
 size_t kr_request_text(const kr_str_t *content, unsigned char *dst,
     size_t size, size_t head, size_t tail);
+
+/*
+ * The same with the whole decoded length already known (system_text_len,
+ * last_user_text_len): one pass over the content instead of two.
+ */
+size_t kr_request_text_n(const kr_str_t *content, size_t total,
+    unsigned char *dst, size_t size, size_t head, size_t tail);
 
 uint64_t kr_request_estimate_input_tokens(const kr_request_t *req);
 

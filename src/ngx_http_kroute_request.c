@@ -490,15 +490,17 @@ ngx_http_kroute_classify(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
 
     if (ctx->req.system_index >= 0) {
         in.system = system;
-        in.system_len = kr_request_text(&ctx->req.system_content, system,
-                                        sizeof(system), sizeof(system), 0);
+        in.system_len = kr_request_text_n(&ctx->req.system_content,
+                                          ctx->req.system_text_len, system,
+                                          sizeof(system), sizeof(system), 0);
     }
 
     if (ctx->req.last_user_index >= 0) {
         in.user = user;
-        in.user_len = kr_request_text(&ctx->req.last_user_content, user,
-                                      sizeof(user), KR_CLASSIFY_HEAD_MAX,
-                                      KR_CLASSIFY_TAIL_MAX);
+        in.user_len = kr_request_text_n(&ctx->req.last_user_content,
+                                        ctx->req.last_user_text_len, user,
+                                        sizeof(user), KR_CLASSIFY_HEAD_MAX,
+                                        KR_CLASSIFY_TAIL_MAX);
     }
 
     in.context_tokens = ctx->est_input;
