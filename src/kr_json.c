@@ -647,13 +647,18 @@ kr_json_iter_init_valid(kr_json_iter_t *it, const kr_str_t *container)
 }
 
 
-int
-kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
-{
-    kr_json_scan_t        sc;
-    const unsigned char  *p, *k, *end;
+/*
+ * Moves an iterator past the separator to its next member: 1 with *pp at
+ * it, 0 when the container closes, -1 on malformed input.
+ */
 
-    if (it->type != '{') {
+static int
+kr_json_iter_step(kr_json_iter_t *it, unsigned char close,
+    const unsigned char **pp)
+{
+    const unsigned char  *p, *end;
+
+    if (it->type != (close == '}' ? '{' : '[')) {
         return -1;
     }
 
@@ -668,7 +673,7 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
         return -1;
     }
 
-    if (*p == '}') {
+    if (*p == close) {
         it->p = p + 1;
         it->state = 2;
         return 0;
@@ -681,6 +686,26 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
 
         p = kr_json_ws(p + 1, end);
     }
+
+    *pp = p;
+
+    return 1;
+}
+
+
+int
+kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
+{
+    int                   rc;
+    kr_json_scan_t        sc;
+    const unsigned char  *p, *k, *end;
+
+    rc = kr_json_iter_step(it, '}', &p);
+    if (rc != 1) {
+        return rc;
+    }
+
+    end = it->end;
 
     if (p >= end || *p != '"') {
         return -1;
@@ -726,37 +751,16 @@ kr_json_object_next(kr_json_iter_t *it, kr_str_t *key, kr_str_t *value)
 int
 kr_json_array_next(kr_json_iter_t *it, kr_str_t *value)
 {
+    int                   rc;
     kr_json_scan_t        sc;
     const unsigned char  *p, *v, *end;
 
-    if (it->type != '[') {
-        return -1;
-    }
-
-    if (it->state == 2) {
-        return 0;
+    rc = kr_json_iter_step(it, ']', &p);
+    if (rc != 1) {
+        return rc;
     }
 
     end = it->end;
-    p = kr_json_ws(it->p, end);
-
-    if (p >= end) {
-        return -1;
-    }
-
-    if (*p == ']') {
-        it->p = p + 1;
-        it->state = 2;
-        return 0;
-    }
-
-    if (it->state == 1) {
-        if (*p != ',') {
-            return -1;
-        }
-
-        p = kr_json_ws(p + 1, end);
-    }
 
     sc.end = end;
     sc.err = p;
