@@ -71,6 +71,13 @@ static ngx_command_t  ngx_http_kroute_commands[] = {
       0,
       NULL },
 
+    { ngx_string("kroute_task_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_kroute_task_name,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("kroute_split"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_kroute_split,
@@ -326,8 +333,17 @@ ngx_http_kroute_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_kroute_main_conf_t *kmcf = conf;
 
+    ngx_uint_t  i;
+
     if (kmcf->classifier == NULL) {
         kmcf->classifier = kr_classifier_default();
+    }
+
+    for (i = 0; i < KR_TASK_N; i++) {
+        if (kmcf->task_names[i].data == NULL) {
+            kmcf->task_names[i].data = (u_char *) kr_task_name(i);
+            kmcf->task_names[i].len = ngx_strlen(kmcf->task_names[i].data);
+        }
     }
 
     if (ngx_http_kroute_route_init_conf(cf, kmcf) != NGX_OK) {

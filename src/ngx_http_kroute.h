@@ -135,6 +135,8 @@ typedef struct {
     const kr_classifier_t         *classifier;
     ngx_http_kroute_redis_conf_t  *redis;
 
+    ngx_str_t                      task_names[KR_TASK_N];
+
     kr_route_model_t              *route_models;
     kr_str_t                      *provider_names;
     ngx_array_t                    splits;           /* kr_route_split_t */
@@ -311,6 +313,10 @@ char *ngx_http_kroute_provider(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_kroute_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_kroute_model_t *ngx_http_kroute_find_model(
     ngx_http_kroute_main_conf_t *kmcf, u_char *name, size_t len);
+char *ngx_http_kroute_task_name(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_str_t *ngx_http_kroute_task_label(ngx_http_request_t *r,
+    ngx_uint_t task);
 
 /* task rules */
 char *ngx_http_kroute_task_rule(ngx_conf_t *cf, ngx_command_t *cmd,

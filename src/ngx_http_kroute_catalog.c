@@ -576,3 +576,68 @@ ngx_http_kroute_find_model(ngx_http_kroute_main_conf_t *kmcf, u_char *name,
 
     return NULL;
 }
+
+
+/*
+ * kroute_task_name task name;  the name a task type goes by in the trace,
+ * the headers, the metrics and Redis.  Two tasks given one name are
+ * reported as one; routing still tells them apart.
+ */
+
+char *
+ngx_http_kroute_task_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_kroute_main_conf_t *kmcf = conf;
+
+    int         task;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    value = cf->args->elts;
+
+    task = kr_task_index((const char *) value[1].data, value[1].len);
+    if (task < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown task type \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (kmcf->task_names[task].data) {
+        return "is duplicate";
+    }
+
+    if (value[2].len == 0 || value[2].len > 32) {
+        goto invalid;
+    }
+
+    for (i = 0; i < value[2].len; i++) {
+        if (!((value[2].data[i] >= 'a' && value[2].data[i] <= 'z')
+              || (value[2].data[i] >= '0' && value[2].data[i] <= '9')
+              || value[2].data[i] == '_' || value[2].data[i] == '-'))
+        {
+            goto invalid;
+        }
+    }
+
+    kmcf->task_names[task] = value[2];
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid task name \"%V\", expected 1 to 32 of "
+                       "a-z, 0-9, \"_\" and \"-\"", &value[2]);
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_str_t *
+ngx_http_kroute_task_label(ngx_http_request_t *r, ngx_uint_t task)
+{
+    ngx_http_kroute_main_conf_t  *kmcf;
+
+    kmcf = ngx_http_get_module_main_conf(r, ngx_http_kroute_module);
+
+    return &kmcf->task_names[task];
+}

@@ -102,10 +102,9 @@ ngx_http_kroute_header_filter(ngx_http_request_t *r)
         }
 
         if (ctx->task < KR_TASK_N) {
-            v.data = (u_char *) kr_task_name(ctx->task);
-            v.len = ngx_strlen(v.data);
-
-            if (ngx_http_kroute_add_header(r, "X-Kroute-Task", &v) != NGX_OK)
+            if (ngx_http_kroute_add_header(r, "X-Kroute-Task",
+                                      ngx_http_kroute_task_label(r, ctx->task))
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -925,10 +924,8 @@ ngx_http_kroute_finalize(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx)
     ctx->dims[NGX_HTTP_KROUTE_DIM_STATUS].len = 3;
 
     if (ctx->task < KR_TASK_N) {
-        ctx->dims[NGX_HTTP_KROUTE_DIM_TASK].data =
-                                          (u_char *) kr_task_name(ctx->task);
-        ctx->dims[NGX_HTTP_KROUTE_DIM_TASK].len =
-                          ngx_strlen(ctx->dims[NGX_HTTP_KROUTE_DIM_TASK].data);
+        ctx->dims[NGX_HTTP_KROUTE_DIM_TASK] =
+                                     *ngx_http_kroute_task_label(r, ctx->task);
 
     } else {
         ctx->dims[NGX_HTTP_KROUTE_DIM_TASK].data =

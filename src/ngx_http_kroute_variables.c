@@ -185,6 +185,7 @@ ngx_http_kroute_variable(ngx_http_request_t *r,
     u_char                 *p;
     uint64_t                pusd;
     const char             *s;
+    ngx_str_t              *name;
     kr_usage_t             *u;
     ngx_http_kroute_ctx_t  *ctx;
 
@@ -244,8 +245,8 @@ ngx_http_kroute_variable(ngx_http_request_t *r,
             break;
         }
 
-        s = kr_task_name(ctx->task);
-        return ngx_http_kroute_set_str(v, (u_char *) s, ngx_strlen(s));
+        name = ngx_http_kroute_task_label(r, ctx->task);
+        return ngx_http_kroute_set_str(v, name->data, name->len);
 
     case NGX_HTTP_KROUTE_VAR_MODEL_REQUESTED:
         return ngx_http_kroute_set_str(v, ctx->model_requested.data,

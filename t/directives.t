@@ -41,6 +41,9 @@ $t->run(<<"EOF");
 
     kroute_zone kroute:1m;
     kroute_classifier_weights %%WEIGHTS%%;
+    kroute_task_name code software;
+    kroute_task_name rewrite writing;
+    kroute_task_name generation writing;
 
     kroute_provider openai url=http://127.0.0.1:%%MOCK_PORT%%/v1
                     key_file=%%TESTDIR%%/openai.key;
@@ -139,8 +142,37 @@ $r = post('/v1/chat/completions',
             messages => [ { role => 'user', content =>
                 'Write a Python function that returns the n-th '
                 . 'Fibonacci number.' } ] });
-is($r->{log}{task}, 'code', 'kroute_classifier_weights: the file loads');
+is($r->{log}{task}, 'software',
+   'kroute_classifier_weights: the file loads; kroute_task_name renames');
+is($r->{headers}{'x-kroute-task'}, 'software', 'task name: in the header');
+
+# two tasks under one name are counted as one
+
+for my $p ('Translate into French: The weather is lovely today.',
+           'Write a short poem about the autumn sea.')
+{
+    $r = post('/v1/chat/completions',
+              { model => 'gpt-5-nano',
+                messages => [ { role => 'user', content => $p } ] });
+    is($r->{log}{task}, 'writing', "task name: merged ($p)");
+}
+
+$m = $t->metrics;
+like($m, qr/^kroute_requests_total\{[^}]*task="writing"[^}]*\} 2$/m,
+     'task name: one series for the merged tasks');
+like($m, qr/^kroute_requests_total\{[^}]*task="software"[^}]*\} 1$/m,
+     'task name: the renamed task in the labels');
 
 $t->check_error_log(no_error => 1);
+
+for my $c ([ 'kroute_task_name poetry verse;',
+             qr/\[emerg\].*unknown task type "poetry"/ ],
+           [ 'kroute_task_name code Code!;',
+             qr/\[emerg\].*invalid task name "Code!"/ ],
+           [ "kroute_task_name code a;\n    kroute_task_name code b;",
+             qr/\[emerg\].*"kroute_task_name" directive is duplicate/ ])
+{
+    nginx_t_fails("    $c->[0]\n", $c->[1], "bad task name: $c->[0]");
+}
 
 done_testing();
