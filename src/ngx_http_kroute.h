@@ -59,8 +59,6 @@
 /* latency and time-to-first-token histogram bounds, milliseconds */
 #define NGX_HTTP_KROUTE_NBUCKETS          12
 
-#define NGX_HTTP_KROUTE_EVENT_BUF         (64 * 1024)
-
 /* usage above this many tokens for one request is not believed */
 #define NGX_HTTP_KROUTE_TOKENS_MAX        10000000000LL
 
@@ -279,7 +277,6 @@ typedef struct {
     u_char                        *body;             /* JSON response */
     size_t                         body_len;
     size_t                         body_size;
-    off_t                          stream_off;
     off_t                          emitted_off;
     off_t                          safe_off;
     off_t                          drop_start;

@@ -648,7 +648,6 @@ ngx_http_kroute_strip_bytes(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
         }
 
         ctx->hold->last = ngx_cpymem(ctx->hold->last, p, n);
-        ctx->stream_off += n;
         p += n;
         len -= n;
 
