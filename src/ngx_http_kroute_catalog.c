@@ -610,6 +610,17 @@ ngx_http_kroute_task_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    /* the labels of requests without a task */
+
+    if ((value[2].len == 4 && ngx_strncmp(value[2].data, "none", 4) == 0)
+        || (value[2].len == 8
+            && ngx_strncmp(value[2].data, "unparsed", 8) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "task name \"%V\" is reserved", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
     for (i = 0; i < value[2].len; i++) {
         if (!((value[2].data[i] >= 'a' && value[2].data[i] <= 'z')
               || (value[2].data[i] >= '0' && value[2].data[i] <= '9')

@@ -28,6 +28,7 @@ static ngx_int_t ngx_http_kroute_read_body(ngx_http_request_t *r,
     ngx_http_kroute_loc_conf_t *klcf, u_char **body, size_t *len);
 static ngx_int_t ngx_http_kroute_attribution(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *body);
+static size_t ngx_http_kroute_utf8_len(u_char *p, u_char *last);
 static void ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst,
     ngx_str_t *src, size_t max);
 static void ngx_http_kroute_classify(ngx_http_request_t *r,
@@ -406,6 +407,70 @@ ngx_http_kroute_attribution(ngx_http_request_t *r,
 
 
 /*
+ * The length of the well-formed UTF-8 character at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+ */
+
+static size_t
+ngx_http_kroute_utf8_len(u_char *p, u_char *last)
+{
+    size_t   n, i;
+    u_char   lo, hi;
+
+    if (*p >= 0xc2 && *p <= 0xdf) {
+        n = 2;
+        lo = 0x80;
+        hi = 0xbf;
+
+    } else if (*p == 0xe0) {
+        n = 3;
+        lo = 0xa0;
+        hi = 0xbf;
+
+    } else if (*p == 0xed) {
+        n = 3;
+        lo = 0x80;
+        hi = 0x9f;
+
+    } else if (*p >= 0xe1 && *p <= 0xef) {
+        n = 3;
+        lo = 0x80;
+        hi = 0xbf;
+
+    } else if (*p == 0xf0) {
+        n = 4;
+        lo = 0x90;
+        hi = 0xbf;
+
+    } else if (*p >= 0xf1 && *p <= 0xf3) {
+        n = 4;
+        lo = 0x80;
+        hi = 0xbf;
+
+    } else if (*p == 0xf4) {
+        n = 4;
+        lo = 0x80;
+        hi = 0x8f;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
+}
+
+
+/*
  * A dimension value as it may be stored and printed: control bytes and
  * bytes that are not valid UTF-8 become '_' (Prometheus refuses a whole
  * scrape over one bad label), and a value longer than max is cut at a
@@ -416,9 +481,8 @@ static void
 ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst, ngx_str_t *src,
     size_t max)
 {
-    u_char    *p, *s, *last, *start;
-    size_t     n;
-    uint32_t   ch;
+    u_char  *p, *s, *last, *start;
+    size_t   n;
 
     /* src may be dst */
 
@@ -445,12 +509,11 @@ ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst, ngx_str_t *src,
             continue;
         }
 
-        start = s;
-        ch = ngx_utf8_decode(&s, last - s);
+        n = ngx_http_kroute_utf8_len(s, last);
 
-        if (ch > 0x10ffff) {
+        if (n == 0) {
             /* not UTF-8: one byte becomes '_' */
-            s = start + 1;
+            s++;
 
             if ((size_t) (p - dst->data) + 1 > max) {
                 break;
@@ -460,7 +523,8 @@ ngx_http_kroute_dim(ngx_http_request_t *r, ngx_str_t *dst, ngx_str_t *src,
             continue;
         }
 
-        n = s - start;
+        start = s;
+        s += n;
 
         if ((size_t) (p - dst->data) + n > max) {
             break;

@@ -237,8 +237,12 @@ ngx_http_kroute_rule_text(ngx_http_request_t *r, ngx_regex_t *re,
     }
 
     if (rc != NGX_REGEX_NO_MATCHED) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      ngx_regex_exec_n " failed: %i in kroute_task", rc);
+
+        /* e.g. a nested quantifier hitting PCRE2's match limit */
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      ngx_regex_exec_n " failed: %i in kroute_task, "
+                      "the rule does not match", rc);
     }
 
     return 0;

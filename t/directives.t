@@ -169,6 +169,8 @@ for my $c ([ 'kroute_task_name poetry verse;',
              qr/\[emerg\].*unknown task type "poetry"/ ],
            [ 'kroute_task_name code Code!;',
              qr/\[emerg\].*invalid task name "Code!"/ ],
+           [ 'kroute_task_name code none;',
+             qr/\[emerg\].*task name "none" is reserved/ ],
            [ "kroute_task_name code a;\n    kroute_task_name code b;",
              qr/\[emerg\].*"kroute_task_name" directive is duplicate/ ])
 {

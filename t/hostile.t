@@ -57,6 +57,7 @@ $t->run(<<"EOF");
             kroute on;
             kroute_feature \$http_x_feature;
             kroute_cohort \$http_x_cohort;
+            kroute_agent \$http_x_agent;
             proxy_pass \$kroute_upstream;
             proxy_set_header Authorization \$kroute_authorization;
             access_log %%TESTDIR%%/access.log kroute;
@@ -98,11 +99,21 @@ my $r = post('/v1/chat/completions', $chat,
              'X-Cohort' => "caf\xc3\xa9-\xe2\x82");
 is($r->{status}, 200, 'bad bytes: request served');
 
+# well-formed only: surrogates, bad continuation bytes and lead bytes
+# above 0xf4 are not UTF-8 either
+
+$r = post('/v1/chat/completions', $chat,
+          'X-Agent' => "s\xed\xa0\x80t\xc3\xc3u\xf9\x80\x80\x80v\xf0\x9f\x98\x80");
+is($r->{status}, 200, 'ill-formed UTF-8: request served');
+
 my $text = $t->metrics;
 like($text, qr/feature="a_b_c_d__e\\"f\\\\g"/,
      'bad bytes: control and non-UTF-8 bytes become "_", quotes escaped');
 like($text, qr/cohort="caf\xc3\xa9-__"/,
      'bad bytes: valid UTF-8 kept, each byte of a cut sequence becomes "_"');
+
+like($text, qr/agent="s___t__u____v\xf0\x9f\x98\x80"/,
+     'ill-formed UTF-8: each byte becomes "_", a 4-byte emoji is kept');
 
 SKIP: {
     skip 'promtool not installed', 1 unless -x '/usr/bin/promtool';

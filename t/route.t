@@ -84,6 +84,14 @@ $t->run(<<"EOF");
             access_log %%TESTDIR%%/access.log kroute;
         }
 
+        location /slow/v1/chat/completions {
+            kroute on;
+            kroute_task reasoning "user=(a+)+\$";
+            proxy_pass \$kroute_upstream;
+            proxy_set_header Authorization \$kroute_authorization;
+            access_log %%TESTDIR%%/access.log kroute;
+        }
+
         location = /metrics {
             kroute_metrics;
         }
@@ -174,6 +182,15 @@ $r = chat(path => '/rules/v1/chat/completions', messages => [
     { role => 'user', content => 'Write a Python function that sorts a '
                                  . 'list of numbers.' } ]);
 is($r->{log}{task}, 'code', 'rule conditions are ANDed: no rule, classifier');
+
+# a rule whose regex backtracks past PCRE2's match limit: bounded (the
+# text is at most 2 KB), does not match, logged at error, not alert
+
+$r = chat(path => '/slow/v1/chat/completions', prompt => 'a' x 30 . 'b');
+is($r->{status}, 200, 'match limit: served');
+isnt($r->{log}{task}, 'reasoning', 'match limit: the rule does not match');
+like($t->error_log, qr/\[error\].*pcre2_match\(\) failed: -47 in kroute_task/,
+     'match limit: logged at error');
 
 # A/B split on classification: 50/50 within 10 points over 200 users
 # (the binomial standard deviation is 3.5 points), sticky per user
