@@ -291,6 +291,7 @@ typedef struct {
     unsigned                       routed:1;
     unsigned                       unparsed:1;
     unsigned                       injected:1;
+    unsigned                       unedited:1;
     unsigned                       sse_response:1;
     unsigned                       metering:1;
     unsigned                       gzip:1;

@@ -37,6 +37,9 @@ static ngx_int_t ngx_http_kroute_meter_plain(ngx_http_request_t *r,
 static int ngx_http_kroute_sse_event(void *data, const kr_sse_event_t *ev);
 static ngx_int_t ngx_http_kroute_strip(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, ngx_chain_t *in);
+static size_t ngx_http_kroute_busy(ngx_http_kroute_ctx_t *ctx);
+static ngx_int_t ngx_http_kroute_unedited(ngx_http_request_t *r,
+    ngx_http_kroute_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_kroute_strip_bytes(ngx_http_request_t *r,
     ngx_http_kroute_ctx_t *ctx, u_char *p, size_t len, ngx_chain_t ***ll);
 static ngx_int_t ngx_http_kroute_emit_ready(ngx_http_request_t *r,
@@ -245,7 +248,7 @@ ngx_http_kroute_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->hold) {
+    if (ctx->hold && !ctx->unedited) {
         return ngx_http_kroute_strip(r, ctx, in);
     }
 
@@ -465,7 +468,7 @@ ngx_http_kroute_sse_event(void *data, const kr_sse_event_t *ev)
 
     (void) kr_usage_openai_chunk(&ctx->usage, ev->data, ev->len, &usage_only);
 
-    if (usage_only && ctx->hold) {
+    if (usage_only && ctx->hold && !ctx->unedited) {
         ctx->drop_start = ev->start;
         ctx->drop_end = ev->end;
         return 0;
@@ -494,9 +497,10 @@ ngx_http_kroute_sse_event(void *data, const kr_sse_event_t *ev)
  * last complete event; the unfinished tail waits in ctx->hold for the
  * rest of its event.  The usage-only event is left out.
  *
- * TODO: the copies are reused once sent, but a client slower than the
- * provider lets them grow up to the size of the stream: stop consuming
- * upstream buffers while too many of ours are busy.
+ * The copies are reused once sent.  A client slower than the provider
+ * would let them pile up: past four buffers' worth waiting to be sent,
+ * the rest of the stream goes on unedited, as the provider sends it, so
+ * that the provider's buffers hold it back again.
  */
 
 static ngx_int_t
@@ -515,6 +519,12 @@ ngx_http_kroute_strip(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
     ll = &out;
     last = 0;
     flush = 0;
+
+    if (!ctx->gzip && ngx_http_kroute_busy(ctx)
+                      > 4 * (size_t) (ctx->hold->end - ctx->hold->start))
+    {
+        return ngx_http_kroute_unedited(r, ctx, in);
+    }
 
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
@@ -623,6 +633,88 @@ ngx_http_kroute_strip(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
     }
 
     *ll = NULL;
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_kroute_module);
+
+    return rc;
+}
+
+
+static size_t
+ngx_http_kroute_busy(ngx_http_kroute_ctx_t *ctx)
+{
+    size_t        size;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    for (cl = ctx->busy; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+    }
+
+    return size;
+}
+
+
+/*
+ * From here on the stream is passed on as the provider sends it, after
+ * the unfinished event kroute held; it is still metered.  The usage
+ * event kroute asked for then reaches the client too.
+ */
+
+static ngx_int_t
+ngx_http_kroute_unedited(ngx_http_request_t *r, ngx_http_kroute_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_int_t     rc;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, *out, **ll;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "kroute: client reads slower than the provider streams, "
+                  "the rest of the stream is not edited");
+
+    ctx->unedited = 1;
+
+    out = NULL;
+    ll = &out;
+
+    if (ngx_http_kroute_emit(r, ctx, ctx->hold->pos,
+                             ctx->hold->last - ctx->hold->pos, &ll)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->hold->last = ctx->hold->pos;
+
+    /* the held bytes were metered as they came: only the new ones */
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos
+            && ngx_http_kroute_meter(r, ctx, cl->buf->pos,
+                                     cl->buf->last - cl->buf->pos)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (cl->buf->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (last) {
+        ngx_http_kroute_response_done(r, ctx);
+    }
+
+    *ll = in;
 
     rc = ngx_http_next_body_filter(r, out);
 
@@ -780,7 +872,7 @@ ngx_http_kroute_response_done(ngx_http_request_t *r,
     ctx->last_byte = ngx_current_msec;
 
     if (ctx->sse_response) {
-        if (!ctx->hold) {
+        if (!ctx->hold || ctx->unedited) {
             (void) kr_sse_finish(&ctx->sse, ngx_http_kroute_sse_event, ctx);
         }
 
