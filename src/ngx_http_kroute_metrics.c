@@ -41,6 +41,9 @@ static ngx_int_t ngx_http_kroute_metrics_handler(ngx_http_request_t *r);
 static u_char *ngx_http_kroute_labels(u_char *p, u_char *key, size_t len);
 static u_char *ngx_http_kroute_provider_health(ngx_http_request_t *r,
     u_char *p, ngx_http_kroute_main_conf_t *kmcf);
+static u_char *ngx_http_kroute_counter(u_char *p, const char *name,
+    const char *help, ngx_http_kroute_snapshot_t *s, ngx_uint_t n,
+    size_t field);
 static u_char *ngx_http_kroute_seconds(u_char *p, uint64_t ms);
 static u_char *ngx_http_kroute_histogram(u_char *p, const char *name,
     ngx_http_kroute_snapshot_t *s, ngx_uint_t n, ngx_uint_t ttft);
@@ -154,28 +157,17 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
 
     p = b->last;
 
-    p = ngx_cpymem(p, "# HELP kroute_requests_total Chat-completion "
-                   "requests metered by kroute.\n"
-                   "# TYPE kroute_requests_total counter\n",
-                   sizeof("# HELP kroute_requests_total Chat-completion "
-                          "requests metered by kroute.\n"
-                          "# TYPE kroute_requests_total counter\n") - 1);
+    p = ngx_http_kroute_counter(p, "kroute_requests_total",
+                                "Chat-completion requests metered by kroute.",
+                                snap, n,
+                                offsetof(ngx_http_kroute_counters_t,
+                                         requests));
 
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "kroute_requests_total{%*s} %uL\n",
-                        snap[i].labels_len, snap[i].labels,
-                        snap[i].c.requests);
-    }
-
-    p = ngx_sprintf(p, "# HELP kroute_errors_total Requests answered with "
-                    "an error by the provider or by kroute.\n"
-                    "# TYPE kroute_errors_total counter\n");
-
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "kroute_errors_total{%*s} %uL\n",
-                        snap[i].labels_len, snap[i].labels,
-                        snap[i].c.errors);
-    }
+    p = ngx_http_kroute_counter(p, "kroute_errors_total",
+                                "Requests answered with an error by the "
+                                "provider or by kroute.",
+                                snap, n,
+                                offsetof(ngx_http_kroute_counters_t, errors));
 
     p = ngx_sprintf(p, "# HELP kroute_tokens_total Tokens as the provider "
                     "reports them (input and output totals; cached, "
@@ -209,26 +201,19 @@ ngx_http_kroute_metrics_handler(ngx_http_request_t *r)
                         snap[i].c.cost_pusd % 1000000000000ULL);
     }
 
-    p = ngx_sprintf(p, "# HELP kroute_usage_estimated_total Requests "
-                    "whose provider sent no usage, counted from an "
-                    "estimate.\n"
-                    "# TYPE kroute_usage_estimated_total counter\n");
+    p = ngx_http_kroute_counter(p, "kroute_usage_estimated_total",
+                                "Requests whose provider sent no usage, "
+                                "counted from an estimate.",
+                                snap, n,
+                                offsetof(ngx_http_kroute_counters_t,
+                                         estimated));
 
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "kroute_usage_estimated_total{%*s} %uL\n",
-                        snap[i].labels_len, snap[i].labels,
-                        snap[i].c.estimated);
-    }
-
-    p = ngx_sprintf(p, "# HELP kroute_requests_unparsed_total Requests "
-                    "passed through without a readable body.\n"
-                    "# TYPE kroute_requests_unparsed_total counter\n");
-
-    for (i = 0; i < n; i++) {
-        p = ngx_sprintf(p, "kroute_requests_unparsed_total{%*s} %uL\n",
-                        snap[i].labels_len, snap[i].labels,
-                        snap[i].c.unparsed);
-    }
+    p = ngx_http_kroute_counter(p, "kroute_requests_unparsed_total",
+                                "Requests passed through without a readable "
+                                "body.",
+                                snap, n,
+                                offsetof(ngx_http_kroute_counters_t,
+                                         unparsed));
 
     p = ngx_http_kroute_histogram(p, "kroute_request_duration_seconds",
                                   snap, n, 0);
@@ -377,6 +362,27 @@ ngx_http_kroute_provider_health(ngx_http_request_t *r, u_char *p,
     for (i = 0; i < n; i++) {
         p = ngx_sprintf(p, "kroute_provider_cooldowns_total{provider=\"%V\"} "
                         "%uD\n", &pr[i].name, h[i].cooldowns);
+    }
+
+    return p;
+}
+
+
+/* one counter family: a series per snapshot, the value at "field" */
+
+static u_char *
+ngx_http_kroute_counter(u_char *p, const char *name, const char *help,
+    ngx_http_kroute_snapshot_t *s, ngx_uint_t n, size_t field)
+{
+    ngx_uint_t  i;
+
+    p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s counter\n", name, help,
+                    name);
+
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "%s{%*s} %uL\n", name, s[i].labels_len,
+                        s[i].labels,
+                        *(uint64_t *) ((u_char *) &s[i].c + field));
     }
 
     return p;
